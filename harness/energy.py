@@ -1,0 +1,692 @@
+"""Energy and CO2 over measurement windows: GPU from NVML, CPU/RAM and carbon intensity from codecarbon.
+
+The runner opens one window per training segment (between evaluations), after its device
+synchronisation, so every figure here covers training only, never evaluation.
+
+GPU (:class:`GpuEnergyMeter`), best method first:
+
+- ``nvml_counter``: ``nvmlDeviceGetTotalEnergyConsumption``, "total energy consumption for this GPU
+  in millijoules (mJ) since the driver was last reloaded", Volta or newer
+  (https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceQueries.html). A window is the
+  difference of two reads. The counter updates every 20-100 ms on recent GPUs
+  (https://petsc.org/main/manualpages/Log/PetscLogGpuEnergyMeter), so a window shorter than
+  that can read as 0.
+- ``nvml_power_sampling``: ``nvmlDeviceGetPowerUsage`` ("power usage ... in milliwatts", same page)
+  read every ``sample_interval_s`` by a daemon thread while a window is open, plus one read at
+  each end, integrated with the trapezoid rule. Its error, for the GPUs that need it (pre-Volta,
+  or where the counter is unsupported):
+
+  * sensor: "On Fermi and Kepler GPUs the reading is accurate to within +/- 5% of current power
+    draw"; on Ampere (except GA100) and newer the reading is a 1 s average (NVML docs, same page),
+    so it lags the true power by about 0.5 s and each window edge can be off by about
+    0.5 s x (power step), i.e. about 1% of a 60 s window that starts from idle;
+  * sampling: the trapezoid rule is exact for power that is linear between samples; its error
+    comes from transients shorter than the interval (0.1 s by default), which average out over a
+    steady training loop but not over a window of a few samples;
+  * Yang et al. (arXiv 2312.02741) found that A100/H100 sensors see only ~25% of the runtime;
+    those GPUs have the counter, so this method is only their last resort.
+- ``none``: NVML missing, not initialisable, no device, or neither query supported. Energy is
+  then null, never 0 (DESIGN.md).
+
+CPU and RAM (:class:`EnergyMeter`) come from codecarbon's ``OfflineEmissionsTracker``
+(https://docs.codecarbon.io/latest/explanation/methodology/), one ``start_task``/``stop_task``
+per window, no network:
+
+- CPU is ``rapl`` when codecarbon read an energy counter (Linux powercap RAPL, Windows EMI,
+  Intel Power Gadget), otherwise ``codecarbon_estimate``: its TDP-and-load model (``cpu_load``:
+  ``TDP x (0.1 + 0.9 load^3)``, whole machine) or a constant 50% of TDP;
+- RAM is always ``codecarbon_estimate``: about 5 W per estimated DIMM (codecarbon 3.x ``RAM``);
+- CO2 is ``energy_total_j`` in kWh times codecarbon's offline grid intensity for the country
+  (``data/private_infra/global_energy_mix.json``), so CO2 and energy always agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+#: 1 kWh = 3.6 MJ, by definition of the watt-hour.
+JOULES_PER_KWH = 3.6e6
+#: NVML reports energy in mJ and power in mW (NVML API reference, nvmlDeviceQueries).
+_MILLI = 1e-3
+
+ENERGY_METHODS = ("nvml_counter", "nvml_power_sampling", "rapl", "codecarbon_estimate", "none")
+
+#: codecarbon ``CPU._mode`` values that read a hardware energy counter (codecarbon/external/hardware.py).
+#: Intel Power Gadget and the Windows Energy Meter Interface both expose RAPL.
+_CODECARBON_COUNTER_CPU_MODES = frozenset({"intel_rapl", "windows_emi", "intel_power_gadget"})
+
+
+# --------------------------------------------------------------------------------------------- NVML
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _visible_device_entry(cuda_index: int) -> Optional[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` entry behind a CUDA index, or None when the variable is unset."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None or not env.strip():
+        return None
+    entries = [e.strip() for e in env.split(",") if e.strip()]
+    if cuda_index >= len(entries):
+        raise IndexError(f"CUDA device {cuda_index} is not in CUDA_VISIBLE_DEVICES={env!r}")
+    return entries[cuda_index]
+
+
+def _nvml_handle(nvml: Any, cuda_index: int) -> Any:
+    """The NVML handle of a CUDA device index.
+
+    NVML numbers devices in PCI order and ignores ``CUDA_VISIBLE_DEVICES``, while CUDA renumbers
+    the visible devices (fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``). The device UUID
+    is the same in both, so that is tried first; then the ``CUDA_VISIBLE_DEVICES`` entry; then
+    the index itself.
+    """
+    try:
+        if torch.cuda.is_available() and cuda_index < torch.cuda.device_count():
+            uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+            if not uuid.startswith(("GPU-", "MIG-")):
+                uuid = "GPU-" + uuid
+            return nvml.nvmlDeviceGetHandleByUUID(uuid)
+    except Exception as exc:  # noqa: BLE001 - any failure here just means "try the next way"
+        log.debug("NVML handle by UUID failed for cuda:%d: %s", cuda_index, exc)
+    entry = _visible_device_entry(cuda_index)
+    if entry is None:
+        return nvml.nvmlDeviceGetHandleByIndex(cuda_index)
+    if entry.isdigit():
+        return nvml.nvmlDeviceGetHandleByIndex(int(entry))
+    return nvml.nvmlDeviceGetHandleByUUID(entry)
+
+
+def _trapezoid_j(samples: list[tuple[float, list[float]]]) -> list[float]:
+    """Energy in J per device from ``(time_s, [watts per device])`` samples, trapezoid rule."""
+    samples = sorted(samples, key=lambda s: s[0])
+    if not samples:
+        return []
+    energy = [0.0] * len(samples[0][1])
+    for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
+        dt = t1 - t0
+        for d in range(len(energy)):
+            energy[d] += 0.5 * (p0[d] + p1[d]) * dt
+    return energy
+
+
+class GpuEnergyMeter:
+    """GPU energy over measurement windows via NVML, for the given CUDA device indices.
+
+    ``method`` is decided at init: ``nvml_counter`` when the energy counter works on every
+    device, else ``nvml_power_sampling`` when power readings work on every device, else
+    ``none``. A read that fails later turns the meter to ``none`` (with a warning): a total
+    that silently misses windows would be a plausible undercount. No method raises on NVML
+    trouble; calling ``begin_window`` twice or ``end_window`` without a window is a bug and
+    raises ``RuntimeError``.
+
+    Totals cover closed windows only.
+    """
+
+    def __init__(self, device_indices: list[int], sample_interval_s: float = 0.1):
+        if sample_interval_s <= 0:
+            raise ValueError(f"sample_interval_s={sample_interval_s!r}: must be > 0")
+        self.device_indices = [int(i) for i in device_indices]
+        self.sample_interval_s = float(sample_interval_s)
+        self.method: str = "none"
+        self.driver_version: Optional[str] = None
+        #: Why the meter is (or became) ``none``; None while it works.
+        self.failure_reason: Optional[str] = None
+        self.num_windows = 0
+        self._nvml: Any = None
+        self._handles: list[Any] = []
+        self._totals_j = [0.0] * len(self.device_indices)
+        self._window_open = False
+        self._begin_mj: list[int] = []
+        self._window_start_s = 0.0
+        self._samples: list[tuple[float, list[float]]] = []
+        self._sample_errors: list[BaseException] = []
+        self._sampler: Optional[threading.Thread] = None
+        self._stop_sampling = threading.Event()
+        self._warned_zero = False
+        self._closed = False
+        self._init_nvml()
+
+    # -- set-up
+
+    def _init_nvml(self) -> None:
+        if not self.device_indices:
+            self.failure_reason = "no GPU device indices"
+            return
+        try:
+            import pynvml  # nvidia-ml-py
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install
+            self.failure_reason = f"pynvml not importable: {exc}"
+            log.info("GPU energy: none (%s)", self.failure_reason)
+            return
+        try:
+            pynvml.nvmlInit()  # NVMLError_LibraryNotFound / _DriverNotLoaded on machines without NVIDIA
+        except Exception as exc:  # noqa: BLE001
+            self.failure_reason = f"nvmlInit failed: {type(exc).__name__}: {exc}"
+            log.info("GPU energy: none (%s)", self.failure_reason)
+            return
+        self._nvml = pynvml
+        try:
+            self.driver_version = _as_str(pynvml.nvmlSystemGetDriverVersion())
+        except Exception:  # noqa: BLE001 - the version is nice to have
+            self.driver_version = None
+        try:
+            self._handles = [_nvml_handle(pynvml, i) for i in self.device_indices]
+        except Exception as exc:  # noqa: BLE001
+            self._give_up(f"no NVML handle for CUDA devices {self.device_indices}: {type(exc).__name__}: {exc}")
+            return
+        if self._all_work(pynvml.nvmlDeviceGetTotalEnergyConsumption):
+            self.method = "nvml_counter"
+        elif self._all_work(pynvml.nvmlDeviceGetPowerUsage):
+            self.method = "nvml_power_sampling"
+            log.warning(
+                "GPU energy: NVML energy counter unsupported on devices %s (needs Volta or newer); "
+                "falling back to power sampling every %.3f s",
+                self.device_indices, self.sample_interval_s,
+            )
+        else:
+            self._give_up("neither the NVML energy counter nor NVML power readings are supported")
+            return
+        log.info("GPU energy: %s on CUDA devices %s (driver %s)", self.method, self.device_indices, self.driver_version)
+
+    def _all_work(self, query: Any) -> bool:
+        for handle in self._handles:
+            try:
+                query(handle)
+            except Exception:  # noqa: BLE001 - NVMLError_NotSupported, _FunctionNotFound, ...
+                return False
+        return True
+
+    def _give_up(self, reason: str) -> None:
+        self.failure_reason = reason
+        self.method = "none"
+        log.warning("GPU energy: none (%s)", reason)
+        self._shutdown_nvml()
+
+    def _shutdown_nvml(self) -> None:
+        if self._nvml is not None:
+            try:
+                # Reference counted: codecarbon's own nvmlInit stays valid
+                # (NVML docs: "Shutdown only occurs when the reference count reaches zero").
+                self._nvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            self._nvml = None
+
+    # -- reads
+
+    def _read_energy_mj(self) -> list[int]:
+        return [int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(h)) for h in self._handles]
+
+    def _read_power_sample(self) -> tuple[float, list[float]]:
+        t0 = time.perf_counter()
+        watts = [self._nvml.nvmlDeviceGetPowerUsage(h) * _MILLI for h in self._handles]
+        t1 = time.perf_counter()
+        return 0.5 * (t0 + t1), watts  # stamped at the middle of the reads
+
+    def _sample_loop(self) -> None:
+        while not self._stop_sampling.wait(self.sample_interval_s):
+            try:
+                self._samples.append(self._read_power_sample())
+            except Exception as exc:  # noqa: BLE001 - reported by end_window
+                self._sample_errors.append(exc)
+                return
+
+    def _stop_sampler(self) -> None:
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join()
+            self._sampler = None
+
+    # -- windows
+
+    def begin_window(self) -> None:
+        """Open a window (call after the device synchronisation)."""
+        if self._window_open:
+            raise RuntimeError("GpuEnergyMeter.begin_window: a window is already open")
+        if self._closed:
+            raise RuntimeError("GpuEnergyMeter.begin_window: the meter is closed")
+        self._window_open = True
+        self._window_start_s = time.perf_counter()
+        if self.method == "nvml_counter":
+            try:
+                self._begin_mj = self._read_energy_mj()
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(f"energy counter read failed at window start: {type(exc).__name__}: {exc}")
+        elif self.method == "nvml_power_sampling":
+            try:
+                self._samples = [self._read_power_sample()]
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(f"power read failed at window start: {type(exc).__name__}: {exc}")
+                return
+            self._sample_errors = []
+            self._stop_sampling = threading.Event()
+            self._sampler = threading.Thread(target=self._sample_loop, name="nvml-power-sampler", daemon=True)
+            self._sampler.start()
+
+    def end_window(self) -> None:
+        """Close the window and add its energy, per device, to the totals."""
+        if not self._window_open:
+            raise RuntimeError("GpuEnergyMeter.end_window: no window is open")
+        self._window_open = False
+        if self.method == "nvml_counter":
+            try:
+                end_mj = self._read_energy_mj()
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(f"energy counter read failed at window end: {type(exc).__name__}: {exc}")
+                return
+            deltas_j = [(e - b) * _MILLI for b, e in zip(self._begin_mj, end_mj)]
+            if any(d < 0 for d in deltas_j):
+                # The counter restarts when the driver reloads; the window cannot be recovered.
+                self._give_up(f"energy counter went backwards ({self._begin_mj} -> {end_mj} mJ)")
+                return
+            if not self._warned_zero and any(d == 0 for d in deltas_j):
+                self._warned_zero = True
+                log.warning(
+                    "GPU energy: a %.3f s window read 0 J on some device; the NVML counter updates every "
+                    "20-100 ms, so windows that short are undercounted",
+                    time.perf_counter() - self._window_start_s,
+                )
+        elif self.method == "nvml_power_sampling":
+            self._stop_sampler()
+            if self._sample_errors:
+                exc = self._sample_errors[0]
+                self._give_up(f"power read failed during a window: {type(exc).__name__}: {exc}")
+                return
+            try:
+                self._samples.append(self._read_power_sample())
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(f"power read failed at window end: {type(exc).__name__}: {exc}")
+                return
+            deltas_j = _trapezoid_j(self._samples)
+            self._samples = []
+        else:
+            return
+        self._totals_j = [t + d for t, d in zip(self._totals_j, deltas_j)]
+        self.num_windows += 1
+
+    @property
+    def window_open(self) -> bool:
+        return self._window_open
+
+    def total_j(self) -> Optional[float]:
+        """Energy in J over all devices and closed windows; None when ``method == "none"``."""
+        per_device = self.per_device_j()
+        return None if per_device is None else float(sum(per_device))
+
+    def per_device_j(self) -> Optional[list[float]]:
+        """Energy in J per device (order of ``device_indices``) over closed windows, or None."""
+        if self.method == "none":
+            return None
+        return list(self._totals_j)
+
+    def close(self) -> None:
+        """Stop the sampler thread and release NVML. Idempotent; an open window is dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_sampler()
+        self._window_open = False
+        self._shutdown_nvml()
+
+    def __enter__(self) -> "GpuEnergyMeter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------- codecarbon
+
+
+def known_country_iso_codes() -> list[str]:
+    """The ISO 3166-1 alpha-3 codes codecarbon has offline grid data for (empty if codecarbon is missing)."""
+    try:
+        from codecarbon.input import DataSource
+    except Exception:  # noqa: BLE001
+        return []
+    return sorted(DataSource().get_global_energy_mix_data())
+
+
+def codecarbon_intensity_g_per_kwh(country_iso_code: str, forced_g_per_kwh: Optional[float] = None) -> tuple[float, str]:
+    """codecarbon's offline carbon intensity for a country, in gCO2e/kWh, and how it was obtained.
+
+    Asks codecarbon's own emissions engine for the emissions of exactly 1 kWh on private
+    infrastructure in that country, so the figure is the one its tracker applies (country mix
+    from ``global_energy_mix.json``; a user-forced intensity if codecarbon's config sets one).
+    No network: no Electricity Maps token is passed.
+    """
+    import codecarbon
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.core.units import Energy
+    from codecarbon.external.geography import GeoMetadata
+    from codecarbon.input import DataSource
+
+    iso = country_iso_code.upper()
+    source = DataSource()
+    mix = source.get_global_energy_mix_data()
+    if iso not in mix:
+        raise KeyError(iso)
+    geo = GeoMetadata(country_iso_code=iso, country_name=mix[iso].get("country_name"))
+    engine = Emissions(source, electricitymaps_api_token=None, force_carbon_intensity_g_co2e_kwh=forced_g_per_kwh)
+    kg_per_kwh = engine.get_private_infra_emissions(Energy.from_energy(kWh=1.0), geo)
+    version = getattr(codecarbon, "__version__", "?")
+    if forced_g_per_kwh is not None:
+        how = f"energy_total_j x intensity forced in codecarbon config ({forced_g_per_kwh:g} g/kWh)"
+    else:
+        how = f"energy_total_j x codecarbon {version} offline grid intensity, {iso} mix {mix[iso].get('year', '?')}"
+    return kg_per_kwh * 1000.0, how
+
+
+def _codecarbon_methods(hardware: list[Any]) -> dict[str, str]:
+    """Methods per component from the hardware objects codecarbon detected (``tracker._hardware``)."""
+    from codecarbon.external.hardware import CPU, GPU, AppleSiliconChip, Raspberry
+    from codecarbon.external.ram import RAM
+
+    methods = {"cpu": "none", "ram": "none", "gpu": "none"}
+    for hw in hardware:
+        if isinstance(hw, CPU):
+            # codecarbon/core/resource_tracker.py: RAPL first, else cpu_load (TDP x load) or constant TDP.
+            methods["cpu"] = "rapl" if getattr(hw, "_mode", None) in _CODECARBON_COUNTER_CPU_MODES else "codecarbon_estimate"
+        elif isinstance(hw, RAM):
+            methods["ram"] = "codecarbon_estimate"
+        elif isinstance(hw, GPU):
+            methods["gpu"] = "codecarbon_estimate"
+        elif isinstance(hw, (AppleSiliconChip, Raspberry)):
+            # powermetrics / PMIC readings: measured, but not a method DESIGN.md names; codecarbon's figure.
+            part = {"Processor": "cpu", "CPU": "cpu", "GPU": "gpu", "RAM": "ram"}.get(getattr(hw, "chip_part", ""), None)
+            if part is not None:
+                methods[part] = "codecarbon_estimate"
+    return methods
+
+
+class EnergyMeter:
+    """Everything the runner needs: GPU energy from NVML, CPU/RAM (and GPU fallback) energy and CO2 from codecarbon.
+
+    Windows: ``begin_window``/``end_window`` around each training segment, after the runner's
+    device synchronisation. Both cost about 1 ms (codecarbon ``start_task``/``stop_task`` plus
+    two NVML reads). codecarbon's set-up (hardware detection) happens in ``__init__``.
+
+    Failures of codecarbon never crash a run: the affected components become null with method
+    ``none`` and a warning is logged. An unknown country raises :class:`~harness.errors.UserError`.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: torch.device,
+        output_dir: Path,
+        country_iso_code: str,
+        use_codecarbon: bool = True,
+        measure_power_secs: float = 1.0,
+        nvml_sample_interval_s: float = 0.1,
+    ):
+        self.device = torch.device(device)
+        self.output_dir = Path(output_dir)
+        self.country_iso_code = str(country_iso_code).strip().upper()
+        self.use_codecarbon = bool(use_codecarbon)
+        self.num_windows = 0
+        #: codecarbon's own description of what it tracks, e.g. ["RAM()", "CPU(Cpu Load)"].
+        self.codecarbon_hardware: list[str] = []
+        self._window_open = False
+        self._finished: Optional[dict] = None
+        self._closed = False
+
+        self._check_country()
+
+        # GPU: our NVML meter, for the CUDA device the run uses.
+        self._gpu: Optional[GpuEnergyMeter] = None
+        if self.device.type == "cuda":
+            index = self.device.index
+            if index is None:
+                index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+            self._gpu = GpuEnergyMeter([index], sample_interval_s=nvml_sample_interval_s)
+            if self._gpu.method == "none":
+                log.warning("GPU energy on %s: none (%s)", self.device, self._gpu.failure_reason)
+        self.driver_version: Optional[str] = self._gpu.driver_version if self._gpu else None
+
+        # CPU/RAM (and the GPU fallback): codecarbon.
+        self._tracker: Any = None
+        self._cc_methods = {"cpu": "none", "ram": "none", "gpu": "none"}
+        self._cc_j = {"cpu": 0.0, "ram": 0.0, "gpu": 0.0}
+        self._cc_failed = False
+        self._cc_stopped = False
+        self._intensity_g_per_kwh: Optional[float] = None
+        self._co2_method = "none"
+        if self.use_codecarbon:
+            self._start_codecarbon(measure_power_secs)
+
+    # -- set-up
+
+    def _check_country(self) -> None:
+        codes = known_country_iso_codes()
+        if codes and self.country_iso_code not in codes:
+            from harness.errors import UserError
+
+            raise UserError(
+                f"measure.country_iso_code={self.country_iso_code!r} has no codecarbon offline grid data; "
+                f"valid choices: {', '.join(codes)}"
+            )
+
+    def _cc_gpu_ids(self) -> Optional[list]:
+        """The GPU ids codecarbon should track (NVML numbering or UUIDs), None for its default."""
+        if self.device.type != "cuda" or self._gpu is None:
+            return None
+        index = self._gpu.device_indices[0]
+        try:
+            entry = _visible_device_entry(index)
+        except IndexError:
+            return None
+        return [index] if entry is None else [entry]
+
+    def _start_codecarbon(self, measure_power_secs: float) -> None:
+        # Quiet before construction: codecarbon logs at INFO/WARNING before it applies log_level.
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        try:
+            from codecarbon import OfflineEmissionsTracker
+            from codecarbon.output_methods.base_output import OutputMethod
+
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            gpu_ids = self._cc_gpu_ids()
+            self._tracker = OfflineEmissionsTracker(
+                country_iso_code=self.country_iso_code,
+                output_dir=str(self.output_dir),
+                output_file="emissions.csv",
+                # Only the CSV: no API, Prometheus or HTTP endpoint, whatever ~/.codecarbon.config says.
+                output_methods=[OutputMethod.CSV],
+                emissions_endpoint=None,
+                electricitymaps_api_token=None,  # a token would make it call Electricity Maps
+                log_level="error",
+                measure_power_secs=float(measure_power_secs),
+                tracking_mode="machine",
+                pue=1.0,  # IT energy only, like the NVML figure it is added to
+                allow_multiple_runs=True,
+                project_name="computelimits",
+                **({"gpu_ids": gpu_ids} if gpu_ids is not None else {}),
+            )
+            # Hardware detection now, not in the first window (it takes ~0.2 s).
+            self._tracker.get_detected_hardware()
+            hardware = list(getattr(self._tracker, "_hardware", []))
+            self.codecarbon_hardware = [repr(h) for h in hardware]
+            self._cc_methods = _codecarbon_methods(hardware)
+        except Exception as exc:  # noqa: BLE001 - codecarbon must never crash a run
+            self._codecarbon_failed(f"set-up failed: {type(exc).__name__}: {exc}")
+        try:
+            forced = getattr(self._tracker, "force_carbon_intensity_g_co2e_kwh", None) if self._tracker else None
+            self._intensity_g_per_kwh, self._co2_method = codecarbon_intensity_g_per_kwh(self.country_iso_code, forced)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("CO2: no codecarbon carbon intensity for %s (%s: %s); co2_kg is null",
+                        self.country_iso_code, type(exc).__name__, exc)
+            self._intensity_g_per_kwh, self._co2_method = None, "none"
+
+    def _codecarbon_failed(self, reason: str) -> None:
+        if not self._cc_failed:
+            log.warning("codecarbon: %s; CPU/RAM energy is null (method none)", reason)
+        self._cc_failed = True
+        self._cc_methods = {"cpu": "none", "ram": "none", "gpu": "none"}
+
+    # -- windows
+
+    def begin_window(self) -> None:
+        """Open a window. Call right after the runner's device synchronisation."""
+        if self._window_open:
+            raise RuntimeError("EnergyMeter.begin_window: a window is already open")
+        if self._finished is not None or self._closed:
+            raise RuntimeError("EnergyMeter.begin_window: the meter is finished")
+        self._window_open = True
+        if self._gpu is not None:
+            self._gpu.begin_window()
+        if self._tracker is not None and not self._cc_failed:
+            try:
+                self._tracker.start_task(f"window_{self.num_windows}")
+            except Exception as exc:  # noqa: BLE001
+                self._codecarbon_failed(f"start_task failed: {type(exc).__name__}: {exc}")
+
+    def end_window(self) -> None:
+        """Close the window (right after the device synchronisation) and add its energy."""
+        if not self._window_open:
+            raise RuntimeError("EnergyMeter.end_window: no window is open")
+        self._window_open = False
+        if self._gpu is not None:
+            self._gpu.end_window()  # first: the NVML read is the one closest to the sync
+        if self._tracker is not None and not self._cc_failed:
+            try:
+                data = self._tracker.stop_task()
+                if data is None:
+                    raise RuntimeError("stop_task returned no data (see codecarbon's log)")
+                # codecarbon reports energy in kWh (codecarbon/output_methods/emissions_data.py).
+                for part in ("cpu", "ram", "gpu"):
+                    kwh = float(getattr(data, f"{part}_energy"))
+                    if not kwh >= 0:  # also catches NaN
+                        raise ValueError(f"{part}_energy={kwh!r} kWh")
+                    self._cc_j[part] += kwh * JOULES_PER_KWH
+            except Exception as exc:  # noqa: BLE001
+                self._codecarbon_failed(f"stop_task failed: {type(exc).__name__}: {exc}")
+        self.num_windows += 1
+
+    # -- results
+
+    def _gpu_value(self) -> tuple[Optional[float], str, Optional[list[float]]]:
+        if self._gpu is not None and self._gpu.method != "none":
+            return self._gpu.total_j(), self._gpu.method, self._gpu.per_device_j()
+        # Fallback: codecarbon's GPU figure (e.g. a ROCm device, which NVML cannot see). Never on a CPU run.
+        if self.device.type != "cpu" and self._cc_methods["gpu"] != "none":
+            return self._cc_j["gpu"], "codecarbon_estimate", None
+        return None, "none", None
+
+    def _component(self, part: str) -> tuple[Optional[float], str]:
+        method = self._cc_methods[part]
+        return (None, "none") if method == "none" else (self._cc_j[part], method)
+
+    def so_far(self) -> dict:
+        """Energy (J) and CO2 (kg) over the closed windows so far. Pure arithmetic, no I/O."""
+        gpu_j, _, _ = self._gpu_value()
+        cpu_j, _ = self._component("cpu")
+        ram_j, _ = self._component("ram")
+        known = [v for v in (gpu_j, cpu_j, ram_j) if v is not None]
+        total_j = float(sum(known)) if known else None
+        co2_kg = None
+        if total_j is not None and self._intensity_g_per_kwh is not None:
+            # kWh x g/kWh = g; / 1000 = kg
+            co2_kg = total_j / JOULES_PER_KWH * self._intensity_g_per_kwh / 1000.0
+        return {
+            "energy_gpu_j": gpu_j,
+            "energy_cpu_j": cpu_j,
+            "energy_ram_j": ram_j,
+            "energy_total_j": total_j,
+            "co2_kg": co2_kg,
+        }
+
+    def _stop_codecarbon(self) -> None:
+        """Stop the tracker once; this is when codecarbon writes ``emissions.csv``."""
+        if self._tracker is None or self._cc_stopped:
+            return
+        self._cc_stopped = True
+        try:
+            if getattr(self._tracker, "_start_time", None) is None:
+                # No window ran: stop() would write nothing, and the run folder promises the file.
+                self._tracker.start()
+            # stop() measures again if its last measurement is older than 50 ms, which would add
+            # the time since the last window (final evaluation, saving) to emissions.csv. Our
+            # windows ended at the last stop_task, so tell it that was the last measurement.
+            if hasattr(self._tracker, "_last_measured_time"):
+                self._tracker._last_measured_time = time.perf_counter()
+            self._tracker.stop()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("codecarbon: stop failed (%s: %s); emissions.csv may be missing", type(exc).__name__, exc)
+
+    def finish(self) -> dict:
+        """Stop the meters, write codecarbon's ``emissions.csv``, and return the result fields.
+
+        An open window is closed first. Calling it again returns the same dict.
+        """
+        if self._finished is not None:
+            return dict(self._finished)
+        if self._window_open:
+            self.end_window()
+        self._stop_codecarbon()
+        gpu_j, gpu_method, gpu_per_device = self._gpu_value()
+        cpu_j, cpu_method = self._component("cpu")
+        ram_j, ram_method = self._component("ram")
+        if self.num_windows == 0:
+            # Nothing was measured: nulls, not zeros. The methods still say what would have been used.
+            log.warning("EnergyMeter.finish: no window was measured; energy is null")
+            gpu_j = cpu_j = ram_j = None
+            gpu_per_device = None
+        known = [v for v in (gpu_j, cpu_j, ram_j) if v is not None]
+        total_j = float(sum(known)) if known else None
+        intensity = self._intensity_g_per_kwh
+        co2_kg = None
+        if total_j is not None and intensity is not None:
+            co2_kg = total_j / JOULES_PER_KWH * intensity / 1000.0
+        self._finished = {
+            "energy_gpu_j": gpu_j,
+            "energy_cpu_j": cpu_j,
+            "energy_ram_j": ram_j,
+            "energy_total_j": total_j,
+            "energy_gpu_method": gpu_method,
+            "energy_cpu_method": cpu_method,
+            "energy_ram_method": ram_method,
+            "energy_gpu_j_per_device": gpu_per_device,
+            "co2_kg": co2_kg,
+            "carbon_intensity_g_per_kwh": intensity,
+            "country_iso_code": self.country_iso_code,
+            "co2_method": self._co2_method if co2_kg is not None else "none",
+            "driver_version": self.driver_version,
+        }
+        if self._gpu is not None:
+            self._gpu.close()
+        return dict(self._finished)
+
+    def close(self) -> None:
+        """Release everything (sampler thread, NVML, codecarbon). Idempotent; safe on error paths."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._window_open and self._finished is None:
+            try:  # an error path left a window open: close it so emissions.csv still adds up
+                self.end_window()
+            except Exception:  # noqa: BLE001
+                self._window_open = False
+        if self._gpu is not None:
+            try:
+                self._gpu.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._stop_codecarbon()  # stops codecarbon's threads; on an error path it still writes its CSV
+
+    def __enter__(self) -> "EnergyMeter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
