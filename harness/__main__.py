@@ -1,0 +1,60 @@
+"""``python -m harness [overrides]``: one measured run (``-m`` for a sweep).
+
+Examples:
+    python -m harness                                  # resnet scale=0.25 on Fashion-MNIST
+    python -m harness model.depth=50 scale=0.5 trainer.epochs=2
+    python -m harness -m scale=0.125,0.25,0.5           # a sweep, one folder per job
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from harness.config import register_configs
+from harness.errors import UserError
+from harness.results import empty_result, write_result
+from harness.runner import run
+from harness.summary import format_summary
+
+log = logging.getLogger("harness")
+register_configs()
+
+
+def _remove_if_only_hydra(run_dir: Path) -> None:
+    """Bad input writes nothing: drop the folder Hydra made if it holds only its own files."""
+    if run_dir.is_dir() and all(p.name in (".hydra", "harness.log") for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        result = run(cfg, run_dir, overrides)
+    except UserError as exc:
+        if multirun:  # a sweep records the failed job and goes on
+            log.error("job failed: %s", exc)
+            failed = empty_result()
+            failed.update(overrides=overrides, status="failed", failure_reason=f"bad input: {exc}")
+            write_result(run_dir / "result.json", failed)
+            return
+        print(f"error: {exc}", file=sys.stderr)
+        _remove_if_only_hydra(run_dir)
+        sys.exit(2)
+    print(format_summary(result, str(run_dir)))
+    if result["status"] != "ok" and not multirun:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

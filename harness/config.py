@@ -1,0 +1,89 @@
+"""Typed configs for ``python -m harness``: dataclasses registered in Hydra's ConfigStore.
+
+The YAML files in ``conf/`` name these schemas in their defaults lists, so an unknown key or a
+value of the wrong type fails when the config is composed, before anything runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from models import MODEL_REGISTRY
+
+
+@dataclass
+class DataConfig:
+    """One dataset. ``root`` null means the dataset's standard location (see harness.data)."""
+
+    name: str = MISSING
+    root: Optional[str] = None
+    download: bool = False  # fetch from the dataset's pinned source when it is not found locally
+    image_size: int = 28  # pixels, side of the square input the model sees
+    train_subset: Optional[int] = None  # first N training examples; null = all
+    eval_subset: Optional[int] = None  # first N evaluation examples; null = the full test set
+    augment: bool = False  # random crop (pad 4) and horizontal flip, on training batches only
+    num_workers: int = 0  # DataLoader workers for datasets read from disk per sample
+
+
+@dataclass
+class TrainerConfig:
+    """Training budget, optimiser and evaluation schedule."""
+
+    epochs: float = 1.0  # passes over the training set; fractions allowed
+    max_steps: Optional[int] = None  # if set, overrides epochs
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    warmup_fraction: float = 0.2  # of the steps, for onecycle's ramp
+    label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (autocast on CUDA; bf16 autocast on CPU)
+    channels_last: bool = True
+    num_evals: int = 2  # evaluations spread evenly over training; the last one ends training
+    timing_warmup_steps: int = 5  # steps excluded from train_time_s (counted in warmup_steps)
+    progress: bool = True  # tqdm bar on stderr
+
+
+@dataclass
+class MeasureConfig:
+    """What to measure and how."""
+
+    count_flops: bool = True  # fvcore forward count and a FlopCounterMode training step
+    codecarbon: bool = True  # CPU/RAM energy and CO2 via codecarbon, offline
+    country_iso_code: str = "USA"  # codecarbon offline carbon intensity (ISO 3166-1 alpha-3)
+    codecarbon_measure_power_s: float = 1.0
+    nvml_sample_interval_s: float = 0.1  # power-sampling fallback period
+    hardware_profiles_dir: str = "results/hardware"  # written by `python -m kernels`
+
+
+@dataclass
+class HarnessConfig:
+    """The root config of one run."""
+
+    workload: str = "image_classification"
+    model: Any = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    scale: float = 0.25  # width multiplier; 1.0 is the published model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    run_name: Optional[str] = None  # free-form tag copied into result.json
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="harness_schema", node=HarnessConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="measure", name="measure_schema", node=MeasureConfig)
+    # One typed schema per registered model: conf/model/<name>.yaml lists `<name>_schema`.
+    for name, (_, config_cls) in MODEL_REGISTRY.items():
+        cs.store(group="model", name=f"{name}_schema", node=config_cls)

@@ -1,0 +1,110 @@
+"""The result schema (DESIGN.md) and atomic writers for ``result.json`` and ``curve.csv``.
+
+One flat JSON object, units in the names, null where unknown (never 0). Every key in
+:data:`RESULT_FIELDS` is present in every result, so readers never guess.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+RESULT_FIELDS: tuple[str, ...] = (
+    # identity
+    "run_id", "run_name", "started_at", "git_commit", "overrides", "config", "seed",
+    # what ran
+    "workload", "benchmark", "model", "scale", "dataset", "dataset_source", "num_params",
+    "precision", "device_type", "device_name", "num_devices",
+    "torch_version", "cuda_version", "driver_version",
+    # work done
+    "train_samples", "train_steps", "epochs", "batch_size", "eval_samples", "num_evals",
+    # FLOPs
+    "fwd_macs_per_sample", "fwd_flops_per_sample", "flops_unsupported_ops", "fwd_flops_method",
+    "train_flops", "train_flops_method",
+    "train_step_flops_measured_per_sample", "train_step_flops_ratio", "train_step_flops_method",
+    "eval_flops",
+    # time
+    "train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s", "warmup_steps",
+    "time_method",
+    # hardware
+    "peak_flops_per_s", "peak_dtype", "peak_source",
+    "peak_flops_per_s_run_dtype", "peak_run_dtype", "peak_run_dtype_source",
+    "measured_peak_flops_per_s", "measured_peak_source",
+    "hardware_burden_flops", "hardware_burden_method",
+    "achieved_flops_per_s", "achieved_flops_method", "mfu_datasheet", "mfu_measured",
+    # energy
+    "energy_gpu_j", "energy_cpu_j", "energy_ram_j", "energy_total_j",
+    "energy_gpu_method", "energy_cpu_method", "energy_ram_method", "energy_gpu_j_per_device",
+    "energy_window", "co2_kg", "carbon_intensity_g_per_kwh", "country_iso_code", "co2_method",
+    # quality
+    "metric_name", "metric_value", "error",
+    # outcome
+    "status", "failure_reason",
+)
+
+CURVE_FIELDS: tuple[str, ...] = (
+    "eval_index", "train_samples", "train_steps", "epochs", "train_flops", "train_time_s",
+    "energy_total_j", "wall_time_s", "metric_name", "metric_value", "error",
+)
+
+STATUSES = ("ok", "diverged", "oom", "failed")
+
+
+def empty_result() -> dict[str, Any]:
+    """Every schema field, all null."""
+    return dict.fromkeys(RESULT_FIELDS)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and inf become null (JSON has neither), tuples become lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename, so a reader
+    (or an interrupted run) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Write ``result.json``; unknown keys are an error (the schema is the contract)."""
+    extra = sorted(set(result) - set(RESULT_FIELDS))
+    if extra:
+        raise KeyError(f"result has keys outside the schema: {extra}")
+    if result.get("status") not in STATUSES:
+        raise ValueError(f"status={result.get('status')!r} is not one of {STATUSES}")
+    ordered = {k: _clean(result.get(k)) for k in RESULT_FIELDS}
+    write_atomic(path, json.dumps(ordered, indent=2, allow_nan=False) + "\n")
+
+
+def write_curve(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """(Re)write ``curve.csv`` atomically with all rows so far; empty cells mean null."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CURVE_FIELDS, extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if _clean(row.get(k)) is None else row.get(k)) for k in CURVE_FIELDS})
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,40 @@
+"""The short terminal summary printed at the end of a run."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+def _si(value: Optional[float], unit: str) -> str:
+    if value is None:
+        return "n/a"
+    for factor, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _num(value: Optional[float], fmt: str = ".4g", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}{unit}"
+
+
+def format_summary(r: dict[str, Any], run_dir: str) -> str:
+    """A dozen aligned lines: what ran, quality, compute, time, hardware, energy."""
+    methods = f"gpu={r.get('energy_gpu_method')}, cpu={r.get('energy_cpu_method')}, ram={r.get('energy_ram_method')}"
+    rows = [
+        ("run", f"{r['model']} scale={r['scale']} on {r['dataset']} ({r['benchmark']}), {r['device_name']}, {r['precision']}"),
+        ("status", r["status"] + (f" ({r['failure_reason']})" if r.get("failure_reason") else "")),
+        (r.get("metric_name") or "metric", f"{_num(r.get('metric_value'))}  (error {_num(r.get('error'))})"),
+        ("trained", f"{r.get('train_samples')} samples, {r.get('train_steps')} steps, {_num(r.get('epochs'), '.3g')} epochs"),
+        ("forward", f"{_si(r.get('fwd_flops_per_sample'), 'FLOP')}/sample (fvcore MACs x 2)"),
+        ("train compute", f"{_si(r.get('train_flops'), 'FLOP')} (3 x fwd); step counted/analytic = {_num(r.get('train_step_flops_ratio'), '.3f')}"),
+        ("time", f"train {_num(r.get('train_time_s'), '.1f', ' s')}, eval {_num(r.get('eval_time_s'), '.1f', ' s')}, "
+                 f"data {_num(r.get('data_time_s'), '.1f', ' s')}, wall {_num(r.get('wall_time_s'), '.1f', ' s')}"),
+        ("achieved", f"{_si(r.get('achieved_flops_per_s'), 'FLOP/s')}; MFU datasheet {_num(r.get('mfu_datasheet'), '.1%')}, "
+                     f"measured {_num(r.get('mfu_measured'), '.1%')}"),
+        ("hardware burden", f"{_si(r.get('hardware_burden_flops'), 'FLOP')} (peak {_si(r.get('peak_flops_per_s'), 'FLOP/s')})"),
+        ("energy", f"{_num(r.get('energy_total_j'), '.4g', ' J')} ({methods})"),
+        ("CO2", f"{_num(r.get('co2_kg'), '.3g', ' kg')} at {_num(r.get('carbon_intensity_g_per_kwh'), '.0f', ' g/kWh')} ({r.get('country_iso_code')})"),
+        ("outputs", run_dir),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:>{width}}  {v}" for k, v in rows)
