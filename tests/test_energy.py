@@ -1,0 +1,412 @@
+"""Energy meters: NVML mocked (present with the counter, counter unsupported, absent), codecarbon for real.
+
+No GPU and no NVML library here, so NVML is a fake ``pynvml`` module put in ``sys.modules``.
+codecarbon runs offline on this CPU, into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+# Import codecarbon now, with the real pynvml: its gpu module calls nvmlInit at import time, and
+# must not pick up a fake one from a test below.
+codecarbon = pytest.importorskip("codecarbon")
+pd = pytest.importorskip("pandas")
+
+from harness import energy  # noqa: E402
+from harness.energy import EnergyMeter, GpuEnergyMeter, _trapezoid_j  # noqa: E402
+
+ALLOWED_METHODS = {"nvml_counter", "nvml_power_sampling", "rapl", "codecarbon_estimate", "none"}
+RESULT_KEYS = {
+    "energy_gpu_j", "energy_cpu_j", "energy_ram_j", "energy_total_j",
+    "energy_gpu_method", "energy_cpu_method", "energy_ram_method", "energy_gpu_j_per_device",
+    "co2_kg", "carbon_intensity_g_per_kwh", "country_iso_code", "co2_method", "driver_version",
+}
+
+
+# ------------------------------------------------------------------------------------ fake pynvml
+
+
+def make_fake_pynvml(num_devices=2, counter=True, power=True, init_error=None):
+    """A stand-in for nvidia-ml-py with settable readings.
+
+    ``energy_mj[i]`` is device i's counter (mJ); ``power_fn(i, t)`` gives its power in mW at
+    ``time.perf_counter()`` t. ``calls`` records (name, handle or argument, t).
+    """
+    nv = types.ModuleType("pynvml")
+
+    class NVMLError(Exception):
+        pass
+
+    class NVMLError_NotSupported(NVMLError):
+        pass
+
+    class NVMLError_LibraryNotFound(NVMLError):
+        pass
+
+    nv.NVMLError = NVMLError
+    nv.NVMLError_NotSupported = NVMLError_NotSupported
+    nv.NVMLError_LibraryNotFound = NVMLError_LibraryNotFound
+    nv.energy_mj = [0] * num_devices
+    nv.power_fn = lambda i, t: 100_000 * (i + 1)
+    nv.calls = []
+    nv.num_init = 0
+    nv.num_shutdown = 0
+
+    def nvmlInit():
+        if init_error is not None:
+            raise init_error(nv)
+        nv.num_init += 1
+
+    def nvmlShutdown():
+        nv.num_shutdown += 1
+
+    def nvmlSystemGetDriverVersion():
+        return "555.42.06"
+
+    def nvmlDeviceGetCount():
+        return num_devices
+
+    def nvmlDeviceGetHandleByIndex(i):
+        nv.calls.append(("handle_by_index", i, time.perf_counter()))
+        if not 0 <= i < num_devices:
+            raise NVMLError("invalid argument")
+        return ("handle", i)
+
+    def nvmlDeviceGetHandleByUUID(uuid):
+        nv.calls.append(("handle_by_uuid", uuid, time.perf_counter()))
+        return ("handle", int(uuid.rsplit("-", 1)[-1]))
+
+    def nvmlDeviceGetTotalEnergyConsumption(handle):
+        nv.calls.append(("energy", handle, time.perf_counter()))
+        if not counter:
+            raise NVMLError_NotSupported("Not Supported")
+        return nv.energy_mj[handle[1]]
+
+    def nvmlDeviceGetPowerUsage(handle):
+        t = time.perf_counter()
+        nv.calls.append(("power", handle, t))
+        if not power:
+            raise NVMLError_NotSupported("Not Supported")
+        return int(nv.power_fn(handle[1], t))
+
+    for f in (nvmlInit, nvmlShutdown, nvmlSystemGetDriverVersion, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex,
+              nvmlDeviceGetHandleByUUID, nvmlDeviceGetTotalEnergyConsumption, nvmlDeviceGetPowerUsage):
+        setattr(nv, f.__name__, f)
+    return nv
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    """Install a fake pynvml built with the given options; no CUDA_VISIBLE_DEVICES."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def install(**kwargs):
+        nv = make_fake_pynvml(**kwargs)
+        monkeypatch.setitem(sys.modules, "pynvml", nv)
+        return nv
+
+    return install
+
+
+# ------------------------------------------------------------------------- GpuEnergyMeter: counter
+
+
+def test_counter_windows_per_device_and_mj_to_j(fake_nvml):
+    nv = fake_nvml(num_devices=2)
+    nv.energy_mj[:] = [1_000_000, 5_000_000]
+    meter = GpuEnergyMeter([0, 1])
+    assert meter.method == "nvml_counter"
+    assert meter.driver_version == "555.42.06"
+    assert meter.total_j() == 0.0 and meter.per_device_j() == [0.0, 0.0]
+
+    meter.begin_window()
+    nv.energy_mj[0] += 2_500  # 2.5 J
+    nv.energy_mj[1] += 40_000  # 40 J
+    meter.end_window()
+    assert meter.per_device_j() == pytest.approx([2.5, 40.0])
+
+    # Between windows (evaluation) the counters move too; that energy must not be counted.
+    nv.energy_mj[0] += 999_000
+    nv.energy_mj[1] += 999_000
+
+    meter.begin_window()
+    nv.energy_mj[0] += 500
+    nv.energy_mj[1] += 1_250
+    # Mid-window: totals are over closed windows only.
+    assert meter.total_j() == pytest.approx(42.5)
+    meter.end_window()
+
+    assert meter.per_device_j() == pytest.approx([3.0, 41.25])
+    assert meter.total_j() == pytest.approx(44.25)
+    assert meter.num_windows == 2
+    meter.close()
+    meter.close()  # idempotent
+    assert nv.num_shutdown == nv.num_init == 1
+
+
+def test_counter_misuse_raises_and_failure_degrades_to_none(fake_nvml, caplog):
+    nv = fake_nvml(num_devices=1)
+    meter = GpuEnergyMeter([0])
+    with pytest.raises(RuntimeError):
+        meter.end_window()
+    meter.begin_window()
+    with pytest.raises(RuntimeError):
+        meter.begin_window()
+    nv.energy_mj[0] = -5  # counter went backwards (driver reload): the total is no longer known
+    with caplog.at_level(logging.WARNING, logger="harness.energy"):
+        meter.end_window()
+    assert meter.method == "none"
+    assert meter.total_j() is None and meter.per_device_j() is None
+    assert "backwards" in caplog.text
+    meter.close()
+
+
+def test_cuda_visible_devices_maps_cuda_index_to_nvml_index(fake_nvml, monkeypatch):
+    nv = fake_nvml(num_devices=4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    meter = GpuEnergyMeter([1])
+    assert ("handle_by_index", 3) in [c[:2] for c in nv.calls]
+    nv.energy_mj[3] = 7_000
+    meter.begin_window()
+    nv.energy_mj[3] += 3_000
+    meter.end_window()
+    assert meter.per_device_j() == [3.0]
+    meter.close()
+
+
+# ------------------------------------------------------------------- GpuEnergyMeter: power sampling
+
+
+def test_trapezoid_rule_on_hand_values():
+    # Two devices; power 100 -> 300 W linearly over 2 s, then flat; and a constant 50 W.
+    samples = [(0.0, [100.0, 50.0]), (1.0, [200.0, 50.0]), (2.0, [300.0, 50.0]), (3.0, [300.0, 50.0])]
+    assert _trapezoid_j(samples) == pytest.approx([400.0 + 300.0, 150.0])
+    assert _trapezoid_j(list(reversed(samples))) == pytest.approx([700.0, 150.0])  # order-proof
+    assert _trapezoid_j([(0.0, [10.0])]) == [0.0]
+
+
+def test_counter_unsupported_falls_back_to_power_sampling(fake_nvml):
+    nv = fake_nvml(num_devices=2, counter=False)
+    t_origin = time.perf_counter()
+    # Device 0: a ramp, 100 W + 400 W/s (linear, so the trapezoid rule is exact); device 1: 250 W.
+    nv.power_fn = lambda i, t: (100.0 + 400.0 * (t - t_origin)) * 1000 if i == 0 else 250_000
+    meter = GpuEnergyMeter([0, 1], sample_interval_s=0.02)
+    assert meter.method == "nvml_power_sampling"
+
+    nv.calls.clear()
+    meter.begin_window()
+    time.sleep(0.3)
+    meter.end_window()
+    reads = [c for c in nv.calls if c[0] == "power" and c[1] == ("handle", 0)]
+    t_first, t_last = reads[0][2], reads[-1][2]
+    assert len(reads) >= 6, "the sampler thread should read every 20 ms while the window is open"
+
+    def ramp_integral(a, b):
+        return 100.0 * (b - a) + 200.0 * ((b - t_origin) ** 2 - (a - t_origin) ** 2)
+
+    e0, e1 = meter.per_device_j()
+    assert e0 == pytest.approx(ramp_integral(t_first, t_last), rel=0.02)
+    assert e1 == pytest.approx(250.0 * (t_last - t_first), rel=0.02)
+
+    # No sampling while no window is open (evaluation).
+    n = len(nv.calls)
+    time.sleep(0.1)
+    assert len(nv.calls) == n
+
+    meter.begin_window()
+    time.sleep(0.05)
+    meter.end_window()
+    assert meter.num_windows == 2
+    assert meter.per_device_j()[1] > e1
+    meter.close()
+    assert meter._sampler is None
+
+
+def test_no_counter_and_no_power_gives_none(fake_nvml):
+    nv = fake_nvml(num_devices=1, counter=False, power=False)
+    meter = GpuEnergyMeter([0])
+    assert meter.method == "none"
+    assert meter.total_j() is None
+    assert nv.num_shutdown == 1  # released at once
+    meter.begin_window()
+    meter.end_window()
+    assert meter.total_j() is None
+    meter.close()
+
+
+# ------------------------------------------------------------------------ GpuEnergyMeter: absent
+
+
+def test_pynvml_not_importable_gives_none(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    meter = GpuEnergyMeter([0])
+    assert meter.method == "none"
+    assert meter.total_j() is None and meter.per_device_j() is None
+    assert meter.driver_version is None
+    assert "not importable" in meter.failure_reason
+    meter.begin_window()
+    meter.end_window()
+    assert meter.total_j() is None
+    meter.close()
+
+
+def test_nvml_library_not_found_gives_none(fake_nvml):
+    fake_nvml(init_error=lambda nv: nv.NVMLError_LibraryNotFound("NVML Shared Library Not Found"))
+    meter = GpuEnergyMeter([0])
+    assert meter.method == "none"
+    assert meter.total_j() is None
+    assert "LibraryNotFound" in meter.failure_reason
+    meter.close()
+
+
+def test_no_devices_gives_none(fake_nvml):
+    nv = fake_nvml()
+    meter = GpuEnergyMeter([])
+    assert meter.method == "none" and meter.total_j() is None
+    assert nv.num_init == 0
+
+
+# ------------------------------------------------------------------- EnergyMeter with codecarbon
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < end:
+        x += 1
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    # codecarbon reads ./.codecarbon.config: keep the test's cwd clean.
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cpu_run_with_codecarbon(in_tmp):
+    out = in_tmp / "run"
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=out, country_iso_code="USA")
+    for _ in range(2):
+        meter.begin_window()
+        busy(0.15)
+        meter.end_window()
+        so_far = meter.so_far()
+        time.sleep(0.1)  # "evaluation", outside the windows
+    res = meter.finish()
+    meter.close()
+    meter.close()
+
+    assert set(res) == RESULT_KEYS
+    assert (out / "emissions.csv").is_file()
+    assert res["energy_gpu_j"] is None and res["energy_gpu_method"] == "none"
+    assert res["energy_gpu_j_per_device"] is None
+    for part in ("cpu", "ram"):
+        assert res[f"energy_{part}_method"] in ALLOWED_METHODS - {"none", "nvml_counter", "nvml_power_sampling"}
+        assert res[f"energy_{part}_j"] > 0
+    assert res["energy_total_j"] == pytest.approx(res["energy_cpu_j"] + res["energy_ram_j"])
+    assert so_far["energy_total_j"] == pytest.approx(res["energy_total_j"])
+    assert res["country_iso_code"] == "USA"
+    assert res["carbon_intensity_g_per_kwh"] > 0
+    assert res["co2_kg"] == pytest.approx(res["energy_total_j"] / 3.6e6 * res["carbon_intensity_g_per_kwh"] / 1000)
+    assert "USA" in res["co2_method"]
+    assert meter.finish() == res  # idempotent
+
+    # emissions.csv holds the same windows (not the sleeps between them) and the same intensity.
+    row = pd.read_csv(out / "emissions.csv").iloc[-1]
+    assert row["energy_consumed"] * 3.6e6 == pytest.approx(res["energy_total_j"], rel=1e-6)
+    assert row["emissions"] / row["energy_consumed"] * 1000 == pytest.approx(res["carbon_intensity_g_per_kwh"], rel=1e-6)
+    assert row["country_iso_code"] == "USA"
+
+
+def test_use_codecarbon_false_gives_nulls(in_tmp):
+    out = in_tmp / "run"
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=out, country_iso_code="FRA", use_codecarbon=False)
+    meter.begin_window()
+    meter.end_window()
+    res = meter.finish()
+    meter.close()
+    assert set(res) == RESULT_KEYS
+    for part in ("gpu", "cpu", "ram", "total"):
+        assert res[f"energy_{part}_j"] is None
+    for part in ("gpu", "cpu", "ram"):
+        assert res[f"energy_{part}_method"] == "none"
+    assert res["co2_kg"] is None and res["carbon_intensity_g_per_kwh"] is None and res["co2_method"] == "none"
+    assert res["country_iso_code"] == "FRA"
+    assert not (out / "emissions.csv").exists()
+
+
+def test_codecarbon_failure_degrades_to_none(in_tmp, monkeypatch, caplog):
+    def broken_stop_task(self, *args, **kwargs):
+        raise OSError("simulated codecarbon failure")
+
+    monkeypatch.setattr(codecarbon.OfflineEmissionsTracker, "stop_task", broken_stop_task)
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp / "run", country_iso_code="USA")
+    with caplog.at_level(logging.WARNING, logger="harness.energy"):
+        meter.begin_window()
+        meter.end_window()  # must not raise
+        meter.begin_window()
+        meter.end_window()
+        res = meter.finish()
+    meter.close()
+    assert "simulated codecarbon failure" in caplog.text
+    assert res["energy_cpu_j"] is None and res["energy_cpu_method"] == "none"
+    assert res["energy_ram_j"] is None and res["energy_ram_method"] == "none"
+    assert res["energy_total_j"] is None and res["co2_kg"] is None and res["co2_method"] == "none"
+
+
+def test_unknown_country_is_a_one_line_user_error(in_tmp):
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match=r"country_iso_code='XYZ'.*valid choices: .*USA") as info:
+        EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp, country_iso_code="XYZ", use_codecarbon=False)
+    assert "\n" not in str(info.value)
+
+
+def test_cuda_run_adds_nvml_counter_to_codecarbon(in_tmp, fake_nvml):
+    """A CUDA run (NVML faked): GPU from our counter, CPU/RAM from codecarbon, CO2 over the sum."""
+    nv = fake_nvml(num_devices=1)
+    meter = EnergyMeter(device=torch.device("cuda", 0), output_dir=in_tmp / "run", country_iso_code="USA")
+    meter.begin_window()
+    nv.energy_mj[0] += 123_456  # 123.456 J
+    busy(0.05)
+    meter.end_window()
+    nv.energy_mj[0] += 1_000_000  # evaluation: excluded
+    assert meter.so_far()["energy_gpu_j"] == pytest.approx(123.456)
+    res = meter.finish()
+    meter.close()
+    assert res["energy_gpu_method"] == "nvml_counter"
+    assert res["energy_gpu_j"] == pytest.approx(123.456)
+    assert res["energy_gpu_j_per_device"] == pytest.approx([123.456])
+    assert res["driver_version"] == "555.42.06"
+    assert res["energy_total_j"] == pytest.approx(res["energy_gpu_j"] + res["energy_cpu_j"] + res["energy_ram_j"])
+    assert res["co2_kg"] == pytest.approx(res["energy_total_j"] / 3.6e6 * res["carbon_intensity_g_per_kwh"] / 1000)
+    assert nv.num_shutdown == nv.num_init == 1
+
+
+def test_cuda_run_without_nvml_and_without_codecarbon_is_all_null(in_tmp, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    meter = EnergyMeter(device=torch.device("cuda"), output_dir=in_tmp, country_iso_code="USA", use_codecarbon=False)
+    meter.begin_window()
+    meter.end_window()
+    res = meter.finish()
+    meter.close()
+    assert res["energy_gpu_j"] is None and res["energy_gpu_method"] == "none"
+    assert res["energy_total_j"] is None
+
+
+def test_intensity_matches_codecarbon_country_data():
+    from codecarbon.input import DataSource
+
+    intensity, how = energy.codecarbon_intensity_g_per_kwh("USA")
+    expected = DataSource().get_global_energy_mix_data()["USA"]["carbon_intensity"]
+    assert math.isclose(intensity, expected, rel_tol=1e-9)
+    assert "offline" in how
+    assert "USA" in energy.known_country_iso_codes()
