@@ -512,6 +512,8 @@ class EnergyMeter:
                 pue=1.0,  # IT energy only, like the NVML figure it is added to
                 allow_multiple_runs=True,
                 project_name="computelimits",
+                # Names codecarbon's per-task file: emissions_training_windows_<run_id>.csv, one row per window.
+                experiment_name="training_windows",
                 **({"gpu_ids": gpu_ids} if gpu_ids is not None else {}),
             )
             # Hardware detection now, not in the first window (it takes ~0.2 s).

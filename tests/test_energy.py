@@ -410,3 +410,52 @@ def test_intensity_matches_codecarbon_country_data():
     assert math.isclose(intensity, expected, rel_tol=1e-9)
     assert "offline" in how
     assert "USA" in energy.known_country_iso_codes()
+
+
+def _bare(cls, **attrs):
+    """A codecarbon hardware object without its constructor (which probes the machine)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(attrs)
+    return obj
+
+
+def test_codecarbon_method_mapping_from_detected_hardware():
+    from codecarbon.external.hardware import CPU, GPU
+    from codecarbon.external.ram import RAM
+
+    rapl = energy._codecarbon_methods([_bare(RAM), _bare(CPU, _mode="intel_rapl")])
+    assert rapl == {"cpu": "rapl", "ram": "codecarbon_estimate", "gpu": "none"}
+    for mode in ("cpu_load", "constant"):
+        assert energy._codecarbon_methods([_bare(CPU, _mode=mode)])["cpu"] == "codecarbon_estimate"
+    assert energy._codecarbon_methods([_bare(GPU, gpu_ids=[0])])["gpu"] == "codecarbon_estimate"
+    assert energy._codecarbon_methods([]) == {"cpu": "none", "ram": "none", "gpu": "none"}
+
+
+def test_gpu_fallback_to_codecarbon_only_on_an_accelerator_run(in_tmp, monkeypatch):
+    """NVML missing: a CUDA run takes codecarbon's GPU figure (e.g. ROCm); a CPU run never does."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(
+        energy, "_codecarbon_methods",
+        lambda hw: {"cpu": "codecarbon_estimate", "ram": "codecarbon_estimate", "gpu": "codecarbon_estimate"},
+    )
+    for device, method in ((torch.device("cuda", 0), "codecarbon_estimate"), (torch.device("cpu"), "none")):
+        meter = EnergyMeter(device=device, output_dir=in_tmp / device.type, country_iso_code="USA")
+        meter.begin_window()
+        meter.end_window()
+        res = meter.finish()
+        meter.close()
+        assert res["energy_gpu_method"] == method
+        assert (res["energy_gpu_j"] is None) == (method == "none")
+        assert res["energy_gpu_j_per_device"] is None
+
+
+def test_close_with_an_open_window_is_safe(in_tmp):
+    """The runner's finally: an exception mid-window, then close() (twice). No raise, CSV written."""
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp / "run", country_iso_code="USA")
+    meter.begin_window()
+    busy(0.02)
+    meter.close()
+    meter.close()
+    assert (in_tmp / "run" / "emissions.csv").is_file()
+    with pytest.raises(RuntimeError):
+        meter.begin_window()
