@@ -66,6 +66,13 @@ def validate(cfg: DictConfig) -> None:
     check(t.batch_size > 0 and t.eval_batch_size > 0, "trainer.batch_size and trainer.eval_batch_size must be > 0")
     check(t.num_evals >= 1, f"trainer.num_evals={t.num_evals} is invalid: it must be >= 1")
     check(t.lr > 0, f"trainer.lr={t.lr} is invalid: it must be > 0")
+    if cfg.measure.codecarbon:
+        from harness.energy import known_country_iso_codes
+
+        codes = known_country_iso_codes()
+        check(cfg.measure.country_iso_code in codes,
+              f"measure.country_iso_code={cfg.measure.country_iso_code!r} is unknown to codecarbon; "
+              f"valid: ISO 3166-1 alpha-3 codes such as USA, FRA, DEU ({len(codes)} known)")
     check(t.timing_warmup_steps >= 0, f"trainer.timing_warmup_steps={t.timing_warmup_steps} is invalid: it must be >= 0")
 
 

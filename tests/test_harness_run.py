@@ -1,0 +1,196 @@
+"""One full tiny run through Hydra's compose API into tmp_path, and the runner's outcomes."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness.config import register_configs
+from harness.errors import UserError
+from harness.results import RESULT_FIELDS
+from harness.runner import eval_steps, run
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TINY = [
+    "scale=0.125",
+    "data.train_subset=640",
+    "data.eval_subset=300",
+    "trainer.batch_size=64",
+    "trainer.eval_batch_size=150",
+    "trainer.epochs=1",
+    "trainer.num_evals=2",
+    "trainer.timing_warmup_steps=2",
+    "trainer.progress=false",
+    "device=cpu",
+]
+
+
+def compose_cfg(tmp_path: Path, fashion_mnist_root: Path, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[*TINY, f"data.root={fashion_mnist_root}",
+                       f"measure.hardware_profiles_dir={tmp_path / 'hardware'}", *overrides],
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, fashion_mnist_root):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg(tmp, fashion_mnist_root)
+    result = run(cfg, tmp / "out", ["scale=0.125"])
+    return tmp / "out", result
+
+
+def test_every_schema_field_is_written(tiny_run):
+    out, result = tiny_run
+    on_disk = json.loads((out / "result.json").read_text())
+    assert list(on_disk) == list(RESULT_FIELDS)
+    assert on_disk == json.loads(json.dumps(result))
+
+
+def test_identity_and_what_ran(tiny_run):
+    _, r = tiny_run
+    assert r["status"] == "ok" and r["failure_reason"] is None
+    assert r["run_id"] and r["started_at"] and r["overrides"] == ["scale=0.125"]
+    assert r["config"]["scale"] == 0.125 and r["config"]["model"]["depth"] == 18
+    assert (r["workload"], r["benchmark"], r["model"], r["dataset"]) == ("image_classification", "imagenet", "resnet", "fashion_mnist")
+    assert r["scale"] == 0.125 and r["seed"] == 0
+    assert r["num_params"] == sum(p.numel() for p in __import__("models").build_model(
+        "resnet", scale=0.125, depth=18, in_channels=1, num_classes=10, image_size=28).parameters())
+    assert (r["device_type"], r["num_devices"], r["precision"]) == ("cpu", 1, "fp32")
+    assert r["device_name"] and r["torch_version"] == torch.__version__
+    assert r["cuda_version"] is None and r["driver_version"] is None  # nothing CUDA in use on a CPU run
+
+
+def test_work_done(tiny_run):
+    _, r = tiny_run
+    assert r["train_steps"] == 10 and r["batch_size"] == 64
+    assert r["train_samples"] == 640 and r["epochs"] == pytest.approx(1.0)
+    assert r["eval_samples"] == 300 and r["num_evals"] == 2
+
+
+def test_flops(tiny_run):
+    _, r = tiny_run
+    assert r["fwd_flops_per_sample"] == 2 * r["fwd_macs_per_sample"] > 0
+    assert r["train_flops"] == pytest.approx(3 * r["fwd_flops_per_sample"] * r["train_samples"])
+    assert r["eval_flops"] == pytest.approx(r["fwd_flops_per_sample"] * 300 * 2)
+    assert "aten::add" in r["flops_unsupported_ops"]  # residual additions: fvcore has no handle
+    # backward ~ 2x forward; the first conv skips its input gradient, BN/ReLU are not counted
+    assert 0.9 < r["train_step_flops_ratio"] < 1.0
+    assert r["train_step_flops_measured_per_sample"] == pytest.approx(r["train_step_flops_ratio"] * 3 * r["fwd_flops_per_sample"])
+
+
+def test_time(tiny_run):
+    _, r = tiny_run
+    assert r["warmup_steps"] == 2
+    for key in ("train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s"):
+        assert r[key] is not None and r[key] >= 0, key
+    assert r["train_time_s"] > 0 and r["eval_time_s"] > 0
+    assert r["data_time_s"] < r["train_time_s"]
+    assert r["train_time_s"] + r["eval_time_s"] + r["warmup_time_s"] < r["wall_time_s"]
+
+
+def test_hardware_on_a_cpu_without_profile_is_null_not_guessed(tiny_run):
+    _, r = tiny_run
+    for key in ("peak_flops_per_s", "peak_source", "peak_flops_per_s_run_dtype", "measured_peak_flops_per_s",
+                "hardware_burden_flops", "mfu_datasheet", "mfu_measured"):
+        assert r[key] is None, key
+    expected = 3 * r["fwd_flops_per_sample"] * (r["train_samples"] - 2 * 64) / r["train_time_s"]
+    assert r["achieved_flops_per_s"] == pytest.approx(expected)
+
+
+def test_energy_and_co2(tiny_run):
+    out, r = tiny_run
+    assert r["energy_gpu_j"] is None and r["energy_gpu_method"] == "none"
+    assert r["energy_cpu_method"] in ("rapl", "codecarbon_estimate")
+    assert r["energy_ram_method"] in ("rapl", "codecarbon_estimate")
+    assert r["energy_cpu_j"] > 0 and r["energy_ram_j"] > 0
+    assert r["energy_total_j"] == pytest.approx(r["energy_cpu_j"] + r["energy_ram_j"])
+    assert r["country_iso_code"] == "USA" and r["carbon_intensity_g_per_kwh"] > 0
+    assert r["co2_kg"] == pytest.approx(r["energy_total_j"] / 3.6e6 * r["carbon_intensity_g_per_kwh"] / 1000)
+    assert (out / "emissions.csv").is_file()
+
+
+def test_quality_and_curve(tiny_run):
+    out, r = tiny_run
+    assert r["metric_name"] == "top1_accuracy"
+    assert 0 <= r["metric_value"] <= 1 and r["error"] == pytest.approx(1 - r["metric_value"])
+    with open(out / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["train_steps"]) for row in rows] == [5, 10]
+    assert float(rows[-1]["metric_value"]) == r["metric_value"]
+    assert float(rows[-1]["train_flops"]) == pytest.approx(r["train_flops"])
+    assert float(rows[0]["energy_total_j"]) <= float(rows[1]["energy_total_j"])
+    assert float(rows[0]["train_time_s"]) < float(rows[1]["train_time_s"]) == pytest.approx(r["train_time_s"])
+
+
+def test_measured_profile_fills_measured_peak_and_mfu(tmp_path, fashion_mnist_root):
+    from kernels.device import device_name
+    from kernels.profile import write_profile
+
+    name = device_name(torch.device("cpu"))
+    write_profile({"device_name": name, "achieved_flops_per_s": {"fp32": 1e11, "bf16": None},
+                   "datasheet_flops_per_s": {}, "bandwidth_bytes_per_s": None}, tmp_path / "hardware")
+    cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "trainer.num_evals=1")
+    r = run(cfg, tmp_path / "out", [])
+    assert r["measured_peak_flops_per_s"] == 1e11 and "kernels" in r["measured_peak_source"]
+    assert r["mfu_measured"] == pytest.approx(r["achieved_flops_per_s"] / 1e11)
+    # no datasheet for a CPU: the measured fp32 ceiling stands in for the burden's peak, and says so
+    assert r["peak_flops_per_s"] == 1e11 and "measured" in r["peak_source"]
+    assert r["hardware_burden_flops"] == pytest.approx(1e11 * r["train_time_s"])
+    assert r["mfu_datasheet"] is None
+    assert r["energy_cpu_method"] == "none" and r["energy_total_j"] is None and r["co2_kg"] is None
+
+
+def test_nan_loss_is_recorded_as_diverged(tmp_path, fashion_mnist_root, monkeypatch):
+    from harness.workloads.image_classification import ImageClassification
+
+    real_loss = ImageClassification.loss
+    calls = {"n": 0}
+
+    def loss_that_explodes(self, model, batch):
+        calls["n"] += 1
+        value = real_loss(self, model, batch)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(ImageClassification, "loss", loss_that_explodes)
+    cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "measure.count_flops=false")
+    r = run(cfg, tmp_path / "out", [])
+    assert r["status"] == "diverged" and "NaN" in r["failure_reason"]
+    assert r["metric_value"] is None and r["error"] is None
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_out_of_memory_is_recorded_as_oom(tmp_path, fashion_mnist_root, monkeypatch):
+    from harness.workloads.image_classification import ImageClassification
+
+    def oom(self, model, batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ImageClassification, "loss", oom)
+    cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "measure.count_flops=false")
+    r = run(cfg, tmp_path / "out", [])
+    assert r["status"] == "oom" and "out of memory" in r["failure_reason"]
+
+
+def test_bad_values_fail_before_anything_is_written(tmp_path, fashion_mnist_root):
+    for override, key in [("scale=0", "scale"), ("scale=-1", "scale"), ("trainer.precision=fp8", "trainer.precision"),
+                          ("model.name=vgg", "model"), ("workload=detection", "workload")]:
+        cfg = compose_cfg(tmp_path, fashion_mnist_root, override)
+        with pytest.raises(UserError, match=key):
+            run(cfg, tmp_path / "out", [override])
+        assert not (tmp_path / "out").exists()
+
+
+def test_eval_steps_spread_and_end_at_the_last_step():
+    assert eval_steps(10, 2) == [5, 10]
+    assert eval_steps(10, 1) == [10]
+    assert eval_steps(3, 5) == [1, 2, 3]
+    assert all(math.isfinite(s) for s in eval_steps(234, 4))
