@@ -28,7 +28,10 @@ from typing import Any
 
 from kernels.device import device_slug
 
-__all__ = ["DEFAULT_ROOT", "REQUIRED_KEYS", "profile_path", "load_profile", "write_profile"]
+__all__ = [
+    "DEFAULT_ROOT", "REQUIRED_KEYS", "profile_path", "load_profile", "write_profile", "write_json_atomic",
+    "chmod_like_open",
+]
 
 DEFAULT_ROOT = "results/hardware"
 
@@ -99,10 +102,18 @@ def write_profile(profile: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> P
     return path
 
 
+def chmod_like_open(path: str | Path) -> None:
+    """mkstemp creates files 0600; give ``path`` the permissions a plain ``open()`` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` via a temporary file and :func:`os.replace`."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        chmod_like_open(tmp)
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
             fh.write("\n")

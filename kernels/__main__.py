@@ -1,0 +1,100 @@
+"""``python -m kernels``: measure this device and write its hardware profile.
+
+Writes ``<out_dir>/<device-slug>.json`` (the profile), ``<device-slug>.txt`` (the table) and
+``<device-slug>.png`` (the roofline), and prints the table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from kernels.config import ConfigError, KernelsConfig, conv_shape, register_configs, validate
+from kernels.ops import GemmShape
+
+register_configs()
+
+
+def _flop_checks(cfg: KernelsConfig, device: torch.device, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """fvcore and FlopCounterMode counts of each op measured: the best GEMM shape per dtype,
+    the conv layer in the first dtype, and a copy."""
+    from kernels.flopcheck import check_conv2d, check_copy, check_gemm
+
+    sweep = cfg.cuda if device.type == "cuda" else cfg.cpu
+    checks = []
+    for dtype in sweep.dtypes:
+        gemms = [r for r in records if r["op"] == "gemm" and r["dtype"] == dtype and r.get("flops_per_s")]
+        if gemms:
+            best = max(gemms, key=lambda r: r["flops_per_s"])
+            checks.append({"dtype": dtype, **check_gemm(GemmShape(**best["shape"]), dtype, device).as_dict()})
+    if sweep.dtypes:
+        checks.append({"dtype": sweep.dtypes[0], **check_conv2d(conv_shape(sweep.conv), sweep.dtypes[0], device).as_dict()})
+    checks.append({"dtype": "fp32", **check_copy(1024, device).as_dict()})
+    return checks
+
+
+def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
+    """Measure, write the profile, table and plot; return the profile.
+
+    Raises:
+        ConfigError: A bad value (before anything is measured or written).
+    """
+    from kernels.bench import build_profile, resolve_device, run_suite
+    from kernels.ncu import run_ncu_check
+    from kernels.profile import write_profile
+    from kernels.report import format_table, plot_roofline
+
+    start = time.perf_counter()
+    device_str = cfg.device
+    try:
+        device = resolve_device(device_str)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    cfg = validate(cfg, device.type)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    records = run_suite(cfg, device, log=log)
+    checks = _flop_checks(cfg, device, records) if cfg.flop_check else None
+    ncu = None
+    if cfg.ncu.enabled:
+        ncu = run_ncu_check(cfg.ncu.binary, cfg.ncu.gemm_shape, cfg.ncu.dtypes, cfg.ncu.train_step, cfg.ncu.timeout_s)
+        log(f"ncu: {ncu['status']}" + (f" ({ncu.get('reason')})" if ncu.get("reason") else ""))
+    profile = build_profile(cfg, device, records, flop_checks=checks, ncu=ncu)
+    profile["elapsed_s"] = time.perf_counter() - start  # before plotting: the measurement's own time
+    path = write_profile(profile, cfg.out_dir)
+    table = format_table(profile)
+    table_path = path.with_suffix(".txt")
+    tmp = table_path.with_name(f".{table_path.name}.tmp")
+    tmp.write_text(table + "\n")
+    tmp.replace(table_path)
+    outputs = [path, table_path]
+    if cfg.plot:
+        outputs.append(plot_roofline(profile, path.with_suffix(".png")))
+    print("\n" + table)
+    print("\nwrote: " + ", ".join(str(p) for p in outputs))
+    return profile
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="kernels")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; user errors are one line on stderr, exit status 2, nothing written."""
+    try:
+        run(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Typed config of ``python -m kernels``, registered in Hydra's ConfigStore as ``kernels_schema``.
+
+``conf/kernels.yaml`` names this schema first in its defaults list, so an unknown key or a
+value of the wrong type fails when the config is composed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from kernels.ops import TORCH_DTYPES, Conv2dShape, GemmShape
+
+__all__ = [
+    "TimingConfig",
+    "ConvConfig",
+    "SweepConfig",
+    "NcuConfig",
+    "KernelsConfig",
+    "ConfigError",
+    "register_configs",
+    "validate",
+    "gemm_shapes",
+    "conv_shape",
+]
+
+
+@dataclass
+class TimingConfig:
+    """How each operation is timed (see kernels.timing.time_op)."""
+
+    num_warmup: int = 2  # untimed calls before timing
+    num_repeats: int = 5  # timed repeats; the median is reported, the IQR is the spread
+    min_repeat_s: float = 0.05  # each repeat loops the op until it lasts at least this long
+    max_call_s: float = 2.0  # a dtype's GEMM sweep stops at a shape whose one call takes longer
+
+
+@dataclass
+class ConvConfig:
+    """A ResNet-like 3x3 convolution layer (NCHW sizes)."""
+
+    batch: int = 8
+    in_channels: int = 64
+    out_channels: int = 64
+    height: int = 56
+    width: int = 56
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 1
+    channels_last: bool = True
+
+
+@dataclass
+class SweepConfig:
+    """What is measured on one kind of device."""
+
+    dtypes: List[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    gemm_shapes: List[List[int]] = field(default_factory=lambda: [[1024, 1024, 1024]])  # [m, n, k]
+    conv: ConvConfig = field(default_factory=ConvConfig)
+    copy_bytes: int = 128 * 2**20  # size of the buffer copied (read + written = 2x this)
+    host_to_device_bytes: int = 256 * 2**20  # CUDA only
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+
+@dataclass
+class NcuConfig:
+    """Nsight Compute cross-check (CUDA and an ``ncu`` binary only; skipped otherwise)."""
+
+    enabled: bool = False
+    binary: str = "ncu"
+    gemm_shape: List[int] = field(default_factory=lambda: [4096, 4096, 4096])
+    dtypes: List[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    train_step: bool = True  # also one training step of a small MLP
+    timeout_s: float = 600.0
+
+
+@dataclass
+class KernelsConfig:
+    """Root config of ``python -m kernels``."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    out_dir: str = "results/hardware"  # profile: <out_dir>/<device-slug>.json (+ .png, .txt)
+    num_threads: Optional[int] = None  # CPU: torch.set_num_threads; null keeps torch's default
+    plot: bool = True  # roofline PNG next to the profile
+    flop_check: bool = True  # fvcore and FlopCounterMode counts of each op, recorded in the profile
+    cpu: SweepConfig = field(default_factory=SweepConfig)
+    cuda: SweepConfig = field(default_factory=SweepConfig)
+    ncu: NcuConfig = field(default_factory=NcuConfig)
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line naming the key, value and valid choices."""
+
+
+def register_configs() -> None:
+    """Register the schema in Hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name="kernels_schema", node=KernelsConfig)
+
+
+def _as_config(cfg: Any) -> KernelsConfig:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return cfg
+
+
+def validate(cfg: Any, device_type: str) -> KernelsConfig:
+    """Check values the schema's types cannot; return the config as a dataclass.
+
+    Raises:
+        ConfigError: One line naming the key, the value and the valid choices.
+    """
+    cfg = _as_config(cfg)
+    if cfg.device != "auto" and not (
+        cfg.device in ("cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
+    ):
+        raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+    sweep_key = "cuda" if device_type == "cuda" else "cpu"
+    sweep: SweepConfig = getattr(cfg, sweep_key)
+    valid = list(TORCH_DTYPES) if device_type == "cuda" else ["fp32", "bf16", "fp16"]
+    for dtype in sweep.dtypes:
+        if dtype not in valid:
+            raise ConfigError(f"{sweep_key}.dtypes contains {dtype!r}; valid on {device_type}: {', '.join(valid)}")
+    if not sweep.gemm_shapes:
+        raise ConfigError(f"{sweep_key}.gemm_shapes is empty; give at least one [m, n, k]")
+    for shape in sweep.gemm_shapes:
+        if len(shape) != 3 or any(int(x) < 1 for x in shape):
+            raise ConfigError(f"{sweep_key}.gemm_shapes has {list(shape)!r}; each must be [m, n, k] with positive sizes")
+    t = sweep.timing
+    if t.num_repeats < 1 or t.num_warmup < 0 or t.min_repeat_s < 0 or t.max_call_s <= 0:
+        raise ConfigError(
+            f"{sweep_key}.timing={t!r} is not valid; need num_repeats>=1, num_warmup>=0, "
+            "min_repeat_s>=0, max_call_s>0"
+        )
+    for key in ("copy_bytes", "host_to_device_bytes"):
+        if getattr(sweep, key) < 0:
+            raise ConfigError(f"{sweep_key}.{key}={getattr(sweep, key)} is not valid; use 0 to skip or a positive size")
+    if cfg.num_threads is not None and cfg.num_threads < 1:
+        raise ConfigError(f"num_threads={cfg.num_threads} is not valid; use null or a positive integer")
+    return cfg
+
+
+def gemm_shapes(sweep: SweepConfig) -> list[GemmShape]:
+    """The sweep's GEMM shapes as :class:`GemmShape`."""
+    return [GemmShape(int(m), int(n), int(k)) for m, n, k in sweep.gemm_shapes]
+
+
+def conv_shape(conv: ConvConfig) -> Conv2dShape:
+    """The sweep's conv layer as :class:`Conv2dShape`."""
+    return Conv2dShape(
+        batch=conv.batch,
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        height=conv.height,
+        width=conv.width,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+    )
