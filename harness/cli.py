@@ -1,8 +1,10 @@
 """Turn Hydra's composition errors into one line that names the key, the value and the choices.
 
 ``@hydra.main`` prints multi-line errors (and lists our ``*_schema`` entries as if they were
-choices). Before handing over to Hydra, a single run's overrides are composed once here; the
-first problem is reported in one line and the process exits 2 without creating a run folder.
+choices). Before handing over to Hydra, the overrides are composed here (for a sweep, every
+swept value once); the first problem is reported in one line and the process exits 2 without
+creating a run folder. A static typo thus stops a sweep before any job runs, while a value
+that only the run can judge (``scale=-1``) fails its own job, recorded, and the sweep goes on.
 """
 from __future__ import annotations
 
@@ -13,11 +15,36 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "config"
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
 def _user_overrides(args: list[str]) -> Optional[list[str]]:
-    """The config overrides among ``args``; None when Hydra flags are present (let Hydra handle them)."""
+    """The config overrides among ``args``; None when other Hydra flags are present (Hydra handles those)."""
+    args = [a for a in args if a not in MULTIRUN_FLAGS]
     if any(a.startswith("-") for a in args):
         return None
     return [a for a in args if not a.lstrip("+~").startswith("hydra.") and not a.lstrip("+~").startswith("hydra/")]
+
+
+def _variants(overrides: list[str]) -> list[list[str]]:
+    """For a sweep, each value of each swept key once (others at their first value): every value
+    a job will see gets composed, in linear rather than combinatorial time."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    firsts, values = [], []
+    for text, ov in zip(overrides, parsed):
+        if ov.is_sweep_override():
+            options = [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
+        else:
+            options = [text]
+        firsts.append(options[0])
+        values.append(options)
+    variants = [firsts]
+    for i, options in enumerate(values):
+        for option in options[1:]:
+            variants.append(firsts[:i] + [option] + firsts[i + 1 :])
+    return variants
 
 
 def _choices(group: str) -> list[str]:
@@ -66,7 +93,8 @@ def precheck(args: list[str]) -> Optional[str]:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            compose(CONFIG_NAME, overrides=overrides)
+            for variant in _variants(overrides):
+                compose(CONFIG_NAME, overrides=variant)
         except Exception as exc:  # any composition failure is the user's input
             return explain(exc)
     return None

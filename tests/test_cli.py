@@ -77,3 +77,11 @@ def test_sweep_of_two_jobs_records_a_failed_job_and_goes_on(tmp_path, fashion_mn
     assert [r["status"] for r in results] == ["failed", "ok"]  # "scale=-1" sorts before "scale=0.125"
     assert "scale=-1" in results[0]["failure_reason"]
     assert results[1]["scale"] == 0.125 and results[1]["metric_value"] is not None
+
+
+def test_sweep_with_a_static_typo_stops_before_any_job(tmp_path, fashion_mnist_root):
+    sweep = tmp_path / "sweep"
+    proc = harness("-m", "scale=0.125,abc", f"hydra.sweep.dir={sweep}", f"data.root={fashion_mnist_root}", *TINY, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: scale: Value 'abc' of type 'str' could not be converted to Float"
+    assert not sweep.exists()
