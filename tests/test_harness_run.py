@@ -194,3 +194,15 @@ def test_eval_steps_spread_and_end_at_the_last_step():
     assert eval_steps(10, 1) == [10]
     assert eval_steps(3, 5) == [1, 2, 3]
     assert all(math.isfinite(s) for s in eval_steps(234, 4))
+
+
+@pytest.mark.gpu
+def test_cuda_run_meters_the_gpu_and_has_a_hardware_burden(tmp_path, fashion_mnist_root):
+    cfg = compose_cfg(tmp_path, fashion_mnist_root, "device=cuda", "measure.codecarbon=false")
+    r = run(cfg, tmp_path / "out", [])
+    assert r["status"] == "ok" and r["device_type"] == "cuda"
+    assert r["cuda_version"] and r["driver_version"]
+    assert r["energy_gpu_method"] in ("nvml_counter", "nvml_power_sampling") and r["energy_gpu_j"] > 0
+    if r["peak_source"] is not None:  # a GPU in the datasheet table
+        assert r["hardware_burden_flops"] == pytest.approx(r["peak_flops_per_s"] * r["train_time_s"])
+        assert 0 < r["mfu_datasheet"] < 1
