@@ -1,0 +1,116 @@
+"""Fixed facts the analysis relies on: benchmark specs, pinned data sources, paper constants.
+
+Everything here is data with a source, not behaviour. Each constant cites where it comes from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- The paper's popular version ------------------------------------------------------------
+# Thompson, Greenewald, Lee, Manso, "Deep Learning's Diminishing Returns", IEEE Spectrum,
+# 24 Sep 2021 (the popular version of arXiv 2007.05558). Its cost and carbon extrapolations
+# convert training compute with: 1 lb of CO2 per 3.4976e17 FLOP and 1 USD per 6.874e16 FLOP.
+FLOP_PER_LB_CO2_SPECTRUM: float = 3.4976e17
+FLOP_PER_USD_SPECTRUM: float = 6.874e16
+# 1 lb = 0.45359237 kg exactly (International Yard and Pound Agreement, 1959).
+KG_PER_LB: float = 0.45359237
+# 1 kWh = 3.6e6 J (SI definition of the watt-hour).
+J_PER_KWH: float = 3.6e6
+
+# --- Names used in the outputs ---------------------------------------------------------------
+BENCHMARKS: tuple[str, ...] = (
+    "imagenet", "coco", "squad1.1", "conll2003", "wmt2014_en_fr", "wmt2014_en_de",
+)
+# Benchmarks a harness result.json may name (DESIGN.md result schema).
+MEASURED_BENCHMARKS: tuple[str, ...] = ("imagenet", "coco", "squad1.1", "conll2003", "wmt2014_en_fr")
+SOURCES: tuple[str, ...] = ("literature", "measured")
+COMPUTE_MEASURES: tuple[str, ...] = (
+    "forward_pass", "network_operations", "hardware_burden", "hardware_burden_consolidated",
+)
+# Human-readable axis labels, with units and the counting convention (1 multiply-add = 2 FLOPs).
+COMPUTE_LABELS: dict[str, str] = {
+    "forward_pass": "Forward-pass compute (FLOPs per sample, 1 MAC = 2 FLOPs)",
+    "network_operations": "Training compute, network operations (FLOPs)",
+    "hardware_burden": "Hardware burden (FLOPs = devices × peak FLOP/s × time)",
+    "hardware_burden_consolidated": "Hardware burden, consolidated (FLOPs)",
+}
+COMPUTE_SHORT: dict[str, str] = {
+    "forward_pass": "forward pass",
+    "network_operations": "network operations",
+    "hardware_burden": "hardware burden",
+    "hardware_burden_consolidated": "hardware burden (consolidated)",
+}
+# Measures that are training compute: the dollar and CO2 conversions only apply to these
+# (a forward pass is not a training cost).
+TRAINING_MEASURES: tuple[str, ...] = (
+    "network_operations", "hardware_burden", "hardware_burden_consolidated",
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One Thompson et al. benchmark: its CSV, its metric column, and how error is defined."""
+
+    name: str
+    title: str
+    filename: str
+    metric_column: str
+    metric_label: str
+    sha256: str
+
+
+# The CSVs of Thompson et al. (2022), repository MIT-FutureTech/TheComputationalLimitsOfDeepLearning
+# at commit 62f1e4d2, folder data/. sha256 from ../shared/data/SHA256SUMS.
+# Error, in the paper's convention: 1 - metric/100 (metric in percent). SQuAD uses exact match,
+# not F1 (the paper's notebook question-answering-on-squad-1-1.ipynb fits EM).
+BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {
+    "imagenet": BenchmarkSpec(
+        "imagenet", "ImageNet", "image-classification-on-imagenet.csv", "(TOP 1 score)",
+        "Top-1 error", "e83c4471a66ee5831454e58b4eedfba0ffdb4a5aca069f17676611fd442ccdee"),
+    "coco": BenchmarkSpec(
+        "coco", "MS COCO", "object-detection-on-coco.csv", "(BOX AP)",
+        "Error (1 - box AP)", "66d7306de0d794531e1758753d1fc120899029d1594273f73b01c84c00a48e93"),
+    "squad1.1": BenchmarkSpec(
+        "squad1.1", "SQuAD 1.1", "question-answering-on-squad-1-1.csv", "(EM score)",
+        "Error (1 - exact match)", "f66a72db48cc8b44c50a24be2db954079a2264075d4ca11b6856eea45602b2c2"),
+    "conll2003": BenchmarkSpec(
+        "conll2003", "CoNLL-2003", "named-entity-recognition-on-conll-2003.csv", "(F1 score)",
+        "Error (1 - F1)", "ce2f736323503beaf6415e5979ddae5dc2008553325af1163cbc80654fdc120b"),
+    "wmt2014_en_fr": BenchmarkSpec(
+        "wmt2014_en_fr", "WMT 2014 En-Fr", "machine-translation-on-wmt2014-en-fr.csv", "(BLEU)",
+        "Error (1 - BLEU/100)", "0947f444e15615f32dccb3b90ede7daedc37a00c114ea99add937dbc1a691421"),
+    "wmt2014_en_de": BenchmarkSpec(
+        "wmt2014_en_de", "WMT 2014 En-De", "machine-translation-on-wmt2014-en-de.csv", "(BLEU)",
+        "Error (1 - BLEU/100)", "8da004496b756aef85e2a9624058b9b4dc6004d959edc6377147e803188e246a"),
+}
+THOMPSON_SUBDIR = "thompson2022"
+THOMPSON_URL = (
+    "https://raw.githubusercontent.com/MIT-FutureTech/TheComputationalLimitsOfDeepLearning/"
+    "62f1e4d22762ede9503b7a10ac3027e499e42ab1/data/{filename}"
+)
+# The Thompson CSVs carry three extra header rows (group names, sub-names, a blank row) under
+# the real header; the data start on file line 5 (../shared/data/README.md).
+THOMPSON_HEADER_ROWS_SKIPPED = 3
+THOMPSON_FIRST_DATA_LINE = 5
+
+# Epoch AI "All ML Systems" snapshot (CC-BY 4.0), repository epoch-research/training-cost-trends
+# at commit 263c40a1, file data/All ML Systems - full view.csv; sha256 from SHA256SUMS.
+EPOCH_SUBDIR = "epoch"
+EPOCH_FILENAME = "epoch_all_ml_systems_2025-08.csv"
+EPOCH_URL = (
+    "https://raw.githubusercontent.com/epoch-research/training-cost-trends/"
+    "263c40a159307e917213d1dc433c617e47d55bfe/data/All%20ML%20Systems%20-%20full%20view.csv"
+)
+EPOCH_SHA256 = "74509130a942f476053447d26cd9a3805a03d48b8feffef714826c5e340c9ec2"
+
+# --- Published fit results, for the reproduction check ------------------------------------------
+# OLS summaries printed in the paper's notebooks (MIT-FutureTech/TheComputationalLimitsOfDeepLearning
+# @ 62f1e4d2, notebooks/*.ipynb). The SQuAD and CoNLL notebooks regress log10(1/error), which is
+# -log10(error): the slope's sign is flipped here, and |b|, its s.e., R^2 and n are unchanged.
+PUBLISHED_POLYNOMIAL: dict[tuple[str, str], dict[str, float]] = {
+    ("imagenet", "forward_pass"): {"b": -0.0821, "b_se": 0.006, "r2": 0.606, "n": 110},
+    ("imagenet", "network_operations"): {"b": -0.0836, "b_se": 0.006, "r2": 0.720, "n": 77},
+    ("imagenet", "hardware_burden"): {"b": -0.0933, "b_se": 0.009, "r2": 0.766, "n": 36},
+    ("squad1.1", "hardware_burden"): {"b": -0.0956, "b_se": 0.012, "r2": 0.872, "n": 12},
+    ("conll2003", "hardware_burden"): {"b": -0.0269, "b_se": 0.010, "r2": 0.417, "n": 12},
+}
