@@ -1,0 +1,272 @@
+"""The paper's regressions of error on compute, with bootstrap intervals for the exponent k.
+
+Model forms (x = log10(compute), e = error as a fraction):
+
+- ``polynomial``:      log10(e) = a + b x            (OLS; compute ~ e^-k with k = 1/|b|)
+- ``exponential``:     1/e      = a + b x            (OLS)
+- ``polynomial_year``: log10(e) = a + b x + c year   (OLS; ``year_coef`` = c)
+- ``quantile_q{q}``:   log10(e) = a + b x at quantile q (statsmodels QuantReg; the frontier)
+
+The OLS fits are exactly the notebooks' ``ols('I(np.log10(err)) ~ I(np.log10(compute))')``:
+rows missing either variable are dropped and the standard errors are the classical ones. For
+QuantReg, statsmodels' defaults are kept (IRLS, robust covariance, Epanechnikov kernel,
+Hall-Sheather bandwidth) and R^2 is its pseudo R^2 (``prsquared``, Koenker and Machado 1999).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from statsmodels.regression.quantile_regression import QuantReg
+
+FIT_COLUMNS = ["benchmark", "source", "compute_measure", "model_form", "a", "b", "b_se", "r2", "n",
+               "k", "k_ci_low", "k_ci_high", "year_coef", "a_se", "year_coef_se", "r2_kind", "note"]
+
+
+def quantile_form(q: float) -> str:
+    return f"quantile_q{q:g}"
+
+
+@dataclass
+class Fit:
+    """One fitted (benchmark, source, compute_measure, model_form), or the reason it was not."""
+
+    benchmark: str
+    source: str
+    compute_measure: str
+    model_form: str
+    n: int
+    a: float = math.nan
+    b: float = math.nan
+    b_se: float = math.nan
+    a_se: float = math.nan
+    r2: float = math.nan
+    r2_kind: str = ""
+    k: float = math.nan
+    k_ci_low: float = math.nan
+    k_ci_high: float = math.nan
+    year_coef: float = math.nan
+    year_coef_se: float = math.nan
+    note: str = ""
+    # For drawing the line and its band (polynomial forms).
+    cov: Optional[np.ndarray] = field(default=None, repr=False)
+    df_resid: float = math.nan
+    x_range: tuple[float, float] = (math.nan, math.nan)
+
+    @property
+    def ok(self) -> bool:
+        return not math.isnan(self.b)
+
+    def row(self) -> dict:
+        return {c: getattr(self, c) for c in FIT_COLUMNS}
+
+
+def k_from_b(b: float) -> float:
+    """k = 1/|b| for a falling error (b < 0); undefined (NaN) when error does not fall."""
+    return 1.0 / abs(b) if b < 0 else math.nan
+
+
+def k_interval(b_lo: float, b_hi: float) -> tuple[float, float]:
+    """Map a percentile interval of b to k = -1/b (monotone for b < 0).
+
+    If the upper end of b reaches 0 the interval for k is unbounded above (inf); if the whole
+    interval is >= 0, k is undefined.
+    """
+    if math.isnan(b_lo) or math.isnan(b_hi) or b_lo >= 0:
+        return math.nan, math.nan
+    return -1.0 / b_lo, (-1.0 / b_hi if b_hi < 0 else math.inf)
+
+
+# --- bootstrap: vectorised over resamples -----------------------------------------------------
+
+def _boot_ols_slope(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    xb, yb = x[idx], y[idx]
+    xc = xb - xb.mean(axis=1, keepdims=True)
+    sxx = (xc * xc).sum(axis=1)
+    sxy = (xc * (yb - yb.mean(axis=1, keepdims=True))).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sxx > 0, sxy / sxx, np.nan)
+
+
+def _boot_ols_multi(X: np.ndarray, y: np.ndarray, idx: np.ndarray, coef: int) -> np.ndarray:
+    Xb, yb = X[idx], y[idx]
+    xtx = np.einsum("bni,bnj->bij", Xb, Xb)
+    xty = np.einsum("bni,bn->bi", Xb, yb)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        cond = np.linalg.cond(xtx)
+    good = np.isfinite(cond) & (cond < 1e12)
+    out = np.full(len(idx), np.nan)
+    if good.any():
+        out[good] = np.linalg.solve(xtx[good], xty[good][..., None])[:, coef, 0]
+    return out
+
+
+def irls_quantile_batched(x: np.ndarray, y: np.ndarray, q: float, max_iter: int = 1000,
+                          p_tol: float = 1e-6) -> np.ndarray:
+    """statsmodels' QuantReg IRLS for ``y = a + b x`` (same start, weights and stopping rule),
+    run on a batch of resamples at once.
+
+    ``x`` and ``y`` are (B, n); returns (B, 2) = (a, b). statsmodels solves
+    ``(X'WX) beta = X'Wy`` with weights ``W = 1/|check residual|`` until the largest change in
+    beta is at most ``p_tol``; with one regressor the 2x2 system is solved in closed form, so a
+    thousand bootstrap fits take a fraction of a second instead of a QuantReg call each.
+    """
+    B = x.shape[0]
+    beta = np.ones((B, 2))
+    w = np.ones_like(x)  # first pass: X'X (statsmodels starts from xstar = exog)
+    active = np.arange(B)
+    xa, ya = x, y
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        s0, s1, s2 = w.sum(1), (w * xa).sum(1), (w * xa * xa).sum(1)
+        t0, t1 = (w * ya).sum(1), (w * xa * ya).sum(1)
+        det = s0 * s2 - s1 * s1
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            a_new = (s2 * t0 - s1 * t1) / det
+            b_new = (s0 * t1 - s1 * t0) / det
+            resid = ya - a_new[:, None] - b_new[:, None] * xa
+            resid = np.where(np.abs(resid) < 1e-6, np.where(resid >= 0, 1e-6, -1e-6), resid)
+            w = 1.0 / np.abs(np.where(resid < 0, q * resid, (1 - q) * resid))
+            diff = np.maximum(np.abs(a_new - beta[active, 0]), np.abs(b_new - beta[active, 1]))
+        beta[active, 0], beta[active, 1] = a_new, b_new
+        keep = ~(diff <= p_tol)  # NaN (singular resample) stops too
+        bad = ~np.isfinite(diff)
+        beta[active[bad]] = np.nan
+        active, xa, ya, w = active[keep], xa[keep], ya[keep], w[keep]
+    return beta
+
+
+def bootstrap_b(kind: str, x: np.ndarray, y: np.ndarray, year: Optional[np.ndarray], q: float,
+                resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap (pairs, with replacement) draws of the compute coefficient b."""
+    n = len(x)
+    idx = rng.integers(0, n, size=(resamples, n))
+    if kind == "polynomial":
+        return _boot_ols_slope(x, y, idx)
+    if kind == "polynomial_year":
+        X = np.column_stack([np.ones(n), x, year])
+        return _boot_ols_multi(X, y, idx, coef=1)
+    if kind == "quantile":
+        xb = x[idx]
+        flat = np.ptp(xb, axis=1) == 0  # a resample whose x has no spread has no slope
+        out = irls_quantile_batched(xb, y[idx], q)[:, 1]
+        out[flat] = np.nan
+        return out
+    raise ValueError(kind)
+
+
+# --- one fit ----------------------------------------------------------------------------------
+
+def _too_few(fit: Fit, need: int, what: str = "points") -> Fit:
+    fit.note = f"too few {what}: n={fit.n} < {need}"
+    return fit
+
+
+def fit_one(data: pd.DataFrame, benchmark: str, source: str, measure: str, form: str, q: float,
+            min_points: int, resamples: int, ci_level: float, rng: np.random.Generator) -> Fit:
+    """Fit one model form of error on one compute measure; never raises on thin data."""
+    name = quantile_form(q) if form == "quantile" else form
+    cols = [measure, "error"] + (["year"] if form == "polynomial_year" else [])
+    d = data.dropna(subset=cols)
+    fit = Fit(benchmark, source, measure, name, n=len(d))
+    need = min_points + (1 if form == "polynomial_year" else 0)
+    if len(d) < need:
+        return _too_few(fit, need)
+    x = np.log10(d[measure].to_numpy(float))
+    e = d["error"].to_numpy(float)
+    fit.x_range = (float(x.min()), float(x.max()))
+    if np.ptp(x) == 0:
+        fit.note = "compute has no spread: every point has the same value"
+        return fit
+    y = 1.0 / e if form == "exponential" else np.log10(e)
+    X = sm.add_constant(x, has_constant="add")
+    year = None
+    if form == "polynomial_year":
+        year = d["year"].to_numpy(float)
+        if np.ptp(year) == 0:
+            fit.note = "year is constant: the year term is not identifiable"
+            return fit
+        X = np.column_stack([X, year])
+        if np.linalg.matrix_rank(X) < 3:
+            fit.note = "year and compute are collinear: the year term is not identifiable"
+            return fit
+
+    if form == "quantile":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = QuantReg(y, X).fit(q=q)
+        fit.r2, fit.r2_kind = float(res.prsquared), "pseudo (Koenker-Machado)"
+        msgs = sorted({type(w.message).__name__ for w in caught
+                       if "Convergence" in type(w.message).__name__
+                       or "IterationLimit" in type(w.message).__name__})
+        if msgs:
+            fit.note = "QuantReg: " + ", ".join(msgs)
+    else:
+        res = sm.OLS(y, X).fit()
+        fit.r2, fit.r2_kind = float(res.rsquared), "OLS"
+        fit.cov = np.asarray(res.cov_params())
+        fit.df_resid = float(res.df_resid)
+    params, bse = np.asarray(res.params, float), np.asarray(res.bse, float)
+    fit.a, fit.b, fit.a_se, fit.b_se = params[0], params[1], bse[0], bse[1]
+    if form == "polynomial_year":
+        fit.year_coef, fit.year_coef_se = params[2], bse[2]
+    if form == "exponential":
+        return fit  # k is defined for the polynomial (power-law) forms only
+    fit.k = k_from_b(fit.b)
+    if math.isnan(fit.k):
+        fit.note = (fit.note + "; " if fit.note else "") + "b >= 0: error does not fall with compute, k undefined"
+    if resamples > 0:
+        kind = "quantile" if form == "quantile" else form
+        draws = bootstrap_b(kind, x, y, year, q, resamples, rng)
+        draws = draws[np.isfinite(draws)]
+        if len(draws) >= max(10, resamples // 2):
+            alpha = (1.0 - ci_level) / 2.0
+            lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
+            fit.k_ci_low, fit.k_ci_high = k_interval(float(lo), float(hi))
+    return fit
+
+
+FORMS = ("polynomial", "exponential", "polynomial_year", "quantile")
+
+
+def fit_all(points: pd.DataFrame, source: str, measures: tuple[str, ...], benchmarks: tuple[str, ...],
+            q: float, min_points: int, resamples: int, ci_level: float, seed: int) -> list[Fit]:
+    """Every (benchmark, measure, form) for one source, in a fixed order.
+
+    Each fit gets its own random stream derived from ``seed`` and its position, so adding or
+    dropping one benchmark does not change the intervals of the others.
+    """
+    fits = []
+    for bi, bench in enumerate(benchmarks):
+        data = points[points["benchmark"] == bench]
+        if data.empty:
+            continue
+        for mi, measure in enumerate(measures):
+            for fi, form in enumerate(FORMS):
+                rng = np.random.default_rng([seed, bi, mi, fi])
+                fits.append(fit_one(data, bench, source, measure, form, q, min_points, resamples,
+                                    ci_level, rng))
+    return fits
+
+
+def fits_table(fits: list[Fit]) -> pd.DataFrame:
+    return pd.DataFrame([f.row() for f in fits], columns=FIT_COLUMNS)
+
+
+def line_with_band(fit: Fit, xs: np.ndarray, ci_level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Polynomial fit line log10(e) at xs = log10(compute), with its confidence band (of the mean)."""
+    from scipy import stats
+
+    X = np.column_stack([np.ones_like(xs), xs])
+    yhat = X @ np.array([fit.a, fit.b])
+    if fit.cov is None or math.isnan(fit.df_resid) or fit.cov.shape != (2, 2):
+        return yhat, yhat, yhat
+    se = np.sqrt(np.einsum("ni,ij,nj->n", X, fit.cov, X))
+    t = stats.t.ppf(0.5 + ci_level / 2.0, fit.df_resid)
+    return yhat, yhat - t * se, yhat + t * se
