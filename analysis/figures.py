@@ -1,0 +1,269 @@
+"""Figures: the paper's error-vs-compute plots with measured runs on them, within-family scaling,
+the k summary and the Epoch AI context. Rendered to bytes (PNG for the report, SVG for print) so
+nothing touches the disk until every output is ready.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from analysis.constants import BENCHMARK_SPECS, COMPUTE_LABELS, COMPUTE_MEASURES, COMPUTE_SHORT  # noqa: E402
+from analysis.fits import Fit, line_with_band, quantile_form  # noqa: E402
+
+MEASURED_STYLE = dict(marker="D", s=46, facecolor="#ff7f0e", edgecolor="black", linewidth=0.8,
+                      zorder=5)
+ERROR_TICKS = [0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+ERROR_TICKS_DENSE = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3,
+                     0.4, 0.5, 0.6, 0.7, 0.85, 1.0]
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+                     "legend.fontsize": 8, "svg.fonttype": "none", "svg.hashsalt": "computelimits"})
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    data: dict[str, bytes]  # format -> bytes
+
+
+def _render(fig, name: str, title: str, formats: list[str], dpi: int) -> Figure:
+    data = {}
+    for fmt in formats:
+        buf = io.BytesIO()
+        # Fixed metadata so reruns give identical files.
+        meta = {"Date": None} if fmt == "svg" else ({"Software": None} if fmt == "png" else {})
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
+        data[fmt] = buf.getvalue()
+    plt.close(fig)
+    return Figure(name, title, data)
+
+
+def _pct(v: float, _pos=None) -> str:
+    p = v * 100
+    return f"{p:.1f}%" if p < 1 else f"{p:.0f}%"
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _pow10_label(v: float, _pos=None) -> str:
+    """'10¹²' in plain Unicode: as readable as mathtext and far cheaper to lay out."""
+    if v <= 0:
+        return ""
+    e = math.log10(v)
+    if abs(e - round(e)) > 1e-9:
+        return ""
+    return "10" + str(int(round(e))).translate(_SUPERSCRIPT)
+
+
+def _log_x(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(_pow10_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _error_axis(ax, lo: float, hi: float) -> None:
+    """Log error axis with ticks as percentages, spanning [lo, hi]."""
+    lo, hi = max(lo / 1.25, 1e-4), min(hi * 1.25, 1.0)
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    ticks = [t for t in ERROR_TICKS if lo <= t <= hi]
+    if len(ticks) < 4:
+        ticks = [t for t in ERROR_TICKS_DENSE if lo <= t <= hi] or [lo, hi]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(_pct))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _fit_label(prefix: str, fit: Fit) -> str:
+    k = f"k={fit.k:.1f}" if not math.isnan(fit.k) else "k undefined"
+    if not math.isnan(fit.k_ci_low):
+        hi = "inf" if math.isinf(fit.k_ci_high) else f"{fit.k_ci_high:.1f}"
+        k += f" [{fit.k_ci_low:.1f}, {hi}]"
+    r2 = "pseudo-R²" if fit.model_form.startswith("quantile") else "R²"
+    return f"{prefix}: {k}, {r2}={fit.r2:.2f}, n={fit.n}"
+
+
+def _find(fits: list[Fit], bench: str, source: str, measure: str, form: str) -> Fit | None:
+    for f in fits:
+        if (f.benchmark, f.source, f.compute_measure, f.model_form) == (bench, source, measure, form):
+            return f if f.ok else None
+    return None
+
+
+def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: list[Fit], q: float,
+                     ci_level: float, formats: list[str], dpi: int) -> Figure | None:
+    """One panel per compute measure that has data: literature coloured by year, the OLS
+    polynomial with its confidence band, the quantile frontier, and measured runs marked apart."""
+    spec = BENCHMARK_SPECS[bench]
+    measures = [m for m in COMPUTE_MEASURES
+                if (not lit.empty and lit[m].notna().any()) or (not runs.empty and runs[m].notna().any())]
+    if not measures:
+        return None
+    ncols = 2 if len(measures) > 1 else 1
+    nrows = math.ceil(len(measures) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 5.4 * nrows), squeeze=False,
+                             layout="constrained")
+    years = lit["year"].dropna() if not lit.empty else pd.Series(dtype=float)
+    vmin, vmax = (years.min(), years.max()) if len(years) else (2012, 2022)
+    sc = None
+    errs = pd.concat([lit.get("error", pd.Series(dtype=float)),
+                      runs.get("error", pd.Series(dtype=float))]).dropna()
+    for ax, measure in zip(axes.flat, measures):
+        handles = []
+        L = lit.dropna(subset=[measure]) if not lit.empty else lit
+        R = runs.dropna(subset=[measure]) if not runs.empty else runs
+        if len(L):
+            sc = ax.scatter(L[measure], L["error"], c=L["year"], cmap="viridis", vmin=vmin,
+                            vmax=vmax, s=22, alpha=0.85, edgecolor="none",
+                            label=f"Published models (n={len(L)})")
+            handles.append(sc)
+        for source, color, data in (("literature", "black", L), ("measured", "#d95f02", R)):
+            f = _find(fits, bench, source, measure, "polynomial")
+            if f is None or not len(data):
+                continue
+            xs = np.linspace(*f.x_range, 100)
+            yhat, lo, hi = line_with_band(f, xs, ci_level)
+            (ln,) = ax.plot(10 ** xs, 10 ** yhat, color=color, lw=1.8,
+                            label=_fit_label("OLS, literature" if source == "literature"
+                                             else "OLS, measured", f))
+            ax.fill_between(10 ** xs, 10 ** lo, 10 ** hi, color=color, alpha=0.15, lw=0)
+            handles.append(ln)
+            fq = _find(fits, bench, source, measure, quantile_form(q))
+            if fq is not None and source == "literature":
+                (lq,) = ax.plot(10 ** xs, 10 ** (fq.a + fq.b * xs), color=color, lw=1.3, ls="--",
+                                label=_fit_label(f"Frontier (q={q:g})", fq))
+                handles.append(lq)
+        if len(R):
+            ms = ax.scatter(R[measure], R["error"], label=f"This project, measured (n={len(R)})",
+                            **MEASURED_STYLE)
+            handles.append(ms)
+        _log_x(ax)
+        ax.set_xlabel(COMPUTE_LABELS[measure])
+        ax.set_ylabel(f"{spec.metric_label} (log scale)")
+        ax.set_title(COMPUTE_SHORT[measure].capitalize())
+        if len(errs):
+            _error_axis(ax, float(errs.min()), float(errs.max()))
+        ax.grid(True, which="major", ls=":", lw=0.6, alpha=0.7)
+        if handles:  # below the axes, so it can never hide a point
+            leg = ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                            frameon=False)
+            if len(L):  # the year colour of one point means nothing in the legend
+                leg.legend_handles[0].set_facecolor("gray")
+    for ax in list(axes.flat)[len(measures):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{spec.title}: error vs compute (Thompson et al. 2022 data, measured runs)",
+                 fontsize=12)
+    if sc is not None:
+        cb = fig.colorbar(sc, ax=[a for a in axes.flat if a.get_visible()], shrink=0.8, pad=0.02)
+        cb.set_label("Publication year")
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0f}"))
+    return _render(fig, bench, f"{spec.title}: error vs compute", formats, dpi)
+
+
+def within_family_figure(table: pd.DataFrame, fits: list[Fit], formats: list[str], dpi: int) -> Figure | None:
+    if table.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(10.5, 5.4), layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for i, (family, d) in enumerate(table.groupby("family", sort=False)):
+        color = colors(i % 10)
+        f = next((x for x in fits if x.benchmark == family and x.model_form == "polynomial"), None)
+        label = family if f is None or not f.ok else _fit_label(family, f)
+        ax.scatter(d["fwd_flops"], d["top1_error"], color=color, s=30, zorder=3, label=label)
+        if f is not None and f.ok:
+            xs = np.linspace(*f.x_range, 50)
+            ax.plot(10 ** xs, 10 ** (f.a + f.b * xs), color=color, lw=1.5)
+    _log_x(ax)
+    ax.set_xlabel("Forward-pass compute (FLOPs per image = 2 × fvcore MACs, at eval resolution)")
+    ax.set_ylabel("Top-1 error on ImageNet (log scale)")
+    _error_axis(ax, float(table["top1_error"].min()), float(table["top1_error"].max()))
+    ax.grid(True, which="major", ls=":", lw=0.6, alpha=0.7)
+    ax.set_title("Within-family scaling, torchvision architectures (acc@1 from weight metadata)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+              title="Family: k [95% CI], R², n")
+    return _render(fig, "within_family", "Within-family scaling (torchvision)", formats, dpi)
+
+
+def k_summary_figure(fits: list[Fit], formats: list[str], dpi: int) -> Figure | None:
+    """k with its bootstrap interval for every polynomial fit that has one."""
+    rows = [f for f in fits if f.model_form == "polynomial" and f.ok and not math.isnan(f.k)
+            and f.benchmark in BENCHMARK_SPECS]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(10.0, 0.32 * len(rows) + 1.8), layout="constrained")
+    finite = [v for f in rows for v in (f.k, f.k_ci_high) if np.isfinite(v)]
+    xmax = max(finite) * 1.6
+    labels = []
+    for i, f in enumerate(rows):
+        color = "black" if f.source == "literature" else "#d95f02"
+        if not math.isnan(f.k_ci_low):
+            unbounded = math.isinf(f.k_ci_high)
+            ax.plot([f.k_ci_low, xmax if unbounded else f.k_ci_high], [i, i], color=color, lw=1.5)
+            if unbounded:
+                ax.plot(xmax, i, ">", color=color, ms=5)
+        ax.plot(f.k, i, "o" if f.source == "literature" else "D", color=color, ms=5)
+        labels.append(f"{BENCHMARK_SPECS[f.benchmark].title} · {COMPUTE_SHORT[f.compute_measure]} "
+                      f"· {f.source} (n={f.n})")
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([1, 2, 4, 5, 10, 20, 50, 100, 200, 500, 1000]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(4, color="gray", ls="--", lw=1)
+    ax.set_xlabel("k, where compute grows as error^-k (log scale)\n"
+                  "bars: bootstrap 95% interval; arrow: unbounded above; dashed: k = 4, theory's "
+                  "minimum for over-parameterised models")
+    ax.grid(True, axis="x", ls=":", lw=0.6)
+    ax.set_title("Scaling exponent k, polynomial fits")
+    return _render(fig, "k_summary", "Scaling exponent k per benchmark and compute measure",
+                   formats, dpi)
+
+
+def epoch_figure(epoch: pd.DataFrame, lit_points: pd.DataFrame, runs: pd.DataFrame,
+                 formats: list[str], dpi: int) -> Figure | None:
+    """Training compute over time (Epoch AI), with the paper's and this project's points."""
+    if epoch is None or epoch.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8.5, 5.0), layout="constrained")
+    top = epoch["domain"].value_counts().index[:5]
+    colors = plt.get_cmap("tab10")
+    for i, dom in enumerate(top):
+        d = epoch[epoch["domain"] == dom]
+        ax.scatter(d["date"], d["train_flops"], s=9, alpha=0.45, color=colors(i),
+                   label=f"Epoch AI: {dom} (n={len(d)})")
+    rest = epoch[~epoch["domain"].isin(top)]
+    if len(rest):
+        ax.scatter(rest["date"], rest["train_flops"], s=9, alpha=0.35, color="lightgray",
+                   label=f"Epoch AI: other (n={len(rest)})")
+    lp = lit_points.dropna(subset=["network_operations", "year"])
+    if len(lp):
+        dates = pd.to_datetime(lp["year"].astype(int).astype(str) + "-07-01")
+        ax.scatter(dates, lp["network_operations"], marker="s", s=16, facecolor="none",
+                   edgecolor="black", lw=0.7, label=f"Thompson et al. network operations (n={len(lp)})")
+    if not runs.empty:
+        r = runs.dropna(subset=["network_operations"])
+        r = r[r["started_at"].notna()]
+        if len(r):
+            ax.scatter(pd.to_datetime(r["started_at"], utc=True, errors="coerce").dt.tz_localize(None),
+                       r["network_operations"], label=f"This project, measured (n={len(r)})",
+                       **MEASURED_STYLE)
+    ax.set_yscale("log")
+    ax.set_xlabel("Publication date (runs: start date)")
+    ax.set_ylabel("Training compute (FLOPs, log scale)")
+    ax.set_title("Context: training compute of notable ML systems over time")
+    ax.grid(True, ls=":", lw=0.6, alpha=0.7)
+    ax.legend(loc="upper left", framealpha=0.85, markerscale=1.5)
+    return _render(fig, "epoch_context", "Training compute over time (Epoch AI context)",
+                   formats, dpi)

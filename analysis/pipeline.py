@@ -1,0 +1,203 @@
+"""The analysis end to end: load and check everything, fit, extrapolate, draw, then write.
+
+Nothing is written until every input has been read and checked, and each file is written
+atomically (temporary file, then rename), so a bad input leaves ``out_dir`` untouched.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import measured as measured_mod
+from analysis.config import validate
+from analysis.constants import BENCHMARK_SPECS, BENCHMARKS, COMPUTE_MEASURES
+from analysis.extrapolate import extrapolate, measured_energy_per_flop
+from analysis.figures import (
+    Figure, benchmark_figure, epoch_figure, k_summary_figure, within_family_figure,
+)
+from analysis.fits import Fit, fit_all, fit_one, fits_table
+from analysis.io import write_atomic
+from analysis.literature import load_epoch, load_thompson, locate_epoch, locate_thompson
+from analysis.measures import consolidate
+from analysis.report import build_html, summary_lines
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outputs:
+    """What a run produced, in memory (also what tests inspect)."""
+
+    fits: list[Fit]
+    fits_df: pd.DataFrame
+    extrapolations: pd.DataFrame
+    within: pd.DataFrame
+    within_fits: list[Fit]
+    literature: pd.DataFrame
+    runs: pd.DataFrame
+    figures: list[Figure]
+    summary: list[str]
+    files: list[Path] = field(default_factory=list)
+    seconds: float = math.nan
+
+
+def _csv(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False, float_format="%.6g").encode("utf-8")
+
+
+def run(cfg: Any) -> Outputs:
+    """Run the whole analysis for a composed config (see analysis.config.AnalysisConfig)."""
+    t0 = time.perf_counter()
+    validate(cfg)
+    lit_cfg = cfg.literature
+
+    # 1. Read and check every input before any work or output.
+    sources, frames, notes = [], [], []
+    for name in BENCHMARKS:
+        spec = BENCHMARK_SPECS[name]
+        src = locate_thompson(spec, lit_cfg.root, lit_cfg.cache_dir, lit_cfg.download)
+        df = load_thompson(spec, src)
+        sources.append(src)
+        frames.append(df)
+        if df.attrs.get("dropped_no_metric"):
+            notes.append(f"{spec.title}: {df.attrs['dropped_no_metric']} row(s) without "
+                         f"{spec.metric_column} left out.")
+        if not src.matches_pin:
+            notes.append(f"{src.path} differs from the pinned sha256: results may not match the "
+                         "paper.")
+    literature = pd.concat(frames, ignore_index=True)
+    epoch = None
+    if lit_cfg.epoch:
+        esrc = locate_epoch(lit_cfg.root, lit_cfg.cache_dir, lit_cfg.download)
+        if esrc is not None:
+            epoch = load_epoch(esrc)
+            sources.append(esrc)
+        else:
+            notes.append("Epoch AI database not available: context figure skipped "
+                         "(literature.download=true fetches it).")
+    runs_all = measured_mod.load_runs(cfg.results.root)
+    runs = measured_mod.fittable(runs_all)
+
+    counts = None
+    if cfg.within_family.enabled:
+        from analysis.within_family import WithinFamilyCounts
+
+        wcfg = cfg.within_family
+        families = {f: list(m) for f, m in wcfg.families.items() if not wcfg.only or f in wcfg.only}
+        counts = WithinFamilyCounts(families, wcfg.weights, cfg.cache_dir)
+        counts.start()  # a cold cache is counted in a worker while the rest runs
+    try:
+        out = _analyse(cfg, literature, runs_all, runs, epoch, counts, notes)
+    except BaseException:
+        if counts is not None:
+            counts.cancel()
+        raise
+    out.files = _write(cfg, out, sources, runs_all, runs, notes)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _analyse(cfg, literature, runs_all, runs, epoch, counts, notes) -> Outputs:
+    fit_cfg = cfg.fit
+    q, min_pts = fit_cfg.quantile, fit_cfg.min_points
+    common = dict(q=q, min_points=min_pts, resamples=fit_cfg.bootstrap_resamples,
+                  ci_level=fit_cfg.ci_level, seed=fit_cfg.bootstrap_seed)
+
+    # 2. Compute measures: consolidate hardware burden per source.
+    literature, lit_cons = consolidate(literature, min_pts)
+    for bench, c in lit_cons.items():
+        if c is not None:
+            notes.append(f"Consolidated hardware burden, {BENCHMARK_SPECS[bench].title} "
+                         f"(literature): {c.describe()}.")
+    if not runs.empty:
+        runs, run_cons = consolidate(runs, min_pts)
+        for bench, c in run_cons.items():
+            if c is not None:
+                notes.append(f"Consolidated hardware burden, {BENCHMARK_SPECS[bench].title} "
+                             f"(measured): {c.describe()}.")
+    else:
+        runs = runs.assign(hardware_burden_consolidated=pd.Series(dtype=float))
+
+    # 3. Fits.
+    fits = fit_all(literature, "literature", COMPUTE_MEASURES, BENCHMARKS, **common)
+    if not runs.empty:
+        fits += fit_all(runs, "measured", COMPUTE_MEASURES, BENCHMARKS, **common)
+    fits_df = fits_table(fits)
+
+    # 4. Extrapolations.
+    best = {(b, "literature"): float(d["error"].min()) for b, d in literature.groupby("benchmark")}
+    if not runs.empty:
+        best.update({(b, "measured"): float(d["error"].min()) for b, d in runs.groupby("benchmark")})
+    energy = measured_energy_per_flop(runs)
+    ext_cfg = cfg.extrapolation
+    extrap = extrapolate(fits, best, {k: list(v) for k, v in ext_cfg.targets.items()}, energy,
+                         ext_cfg.carbon_intensity_g_per_kwh, ext_cfg.price_usd_per_kwh)
+
+    # 5. Figures (in memory).
+    formats, dpi = list(cfg.figures.formats), cfg.figures.dpi
+    figures: list[Figure] = []
+    for bench in BENCHMARKS:
+        lit_b = literature[literature["benchmark"] == bench]
+        run_b = runs[runs["benchmark"] == bench] if not runs.empty else runs
+        f = benchmark_figure(bench, lit_b, run_b, fits, q, fit_cfg.ci_level, formats, dpi)
+        if f is not None:
+            figures.append(f)
+    ks = k_summary_figure(fits, formats, dpi)
+    if ks is not None:
+        figures.append(ks)
+    if epoch is not None:
+        ef = epoch_figure(epoch, literature, runs, formats, dpi)
+        if ef is not None:
+            figures.append(ef)
+
+    # 6. Within-family scaling (the counts were running meanwhile).
+    within = pd.DataFrame()
+    within_fits: list[Fit] = []
+    if counts is not None:
+        within = counts.finish()
+        for fi, (family, d) in enumerate(within.groupby("family", sort=False)):
+            pts = pd.DataFrame({"forward_pass": d["fwd_flops"], "error": d["top1_error"]})
+            rng = np.random.default_rng([fit_cfg.bootstrap_seed, 99, fi])
+            f = fit_one(pts, family, "within_family", "forward_pass", "polynomial", q, min_pts,
+                        fit_cfg.bootstrap_resamples, fit_cfg.ci_level, rng)
+            within_fits.append(f)
+        wf = within_family_figure(within, within_fits, formats, dpi)
+        if wf is not None:
+            figures.insert(1 if figures else 0, wf)
+
+    return Outputs(fits=fits, fits_df=fits_df, extrapolations=extrap, within=within,
+                   within_fits=within_fits, literature=literature, runs=runs_all, figures=figures,
+                   summary=summary_lines(fits, within_fits))
+
+
+def _write(cfg, out: Outputs, sources, runs_all, runs, notes) -> list[Path]:
+    out_dir = Path(cfg.out_dir)
+    files: list[tuple[Path, bytes]] = [
+        (out_dir / "fits.csv", _csv(out.fits_df)),
+        (out_dir / "extrapolations.csv", _csv(out.extrapolations)),
+    ]
+    if not out.within.empty:
+        files.append((out_dir / "within_family.csv", _csv(out.within)))
+    for fig in out.figures:
+        for fmt, data in fig.data.items():
+            files.append((out_dir / "figures" / f"{fig.name}.{fmt}", data))
+    energy = measured_energy_per_flop(runs)
+    html_text = build_html(
+        fits=out.fits, fits_df=out.fits_df, extrap=out.extrapolations, within=out.within,
+        within_fits=out.within_fits, figures=out.figures, sources=sources, runs=runs_all,
+        n_fitted_runs=len(runs), energy=energy, notes=notes,
+        settings={"ci_level": cfg.fit.ci_level, "resamples": cfg.fit.bootstrap_resamples,
+                  "carbon_intensity_g_per_kwh": cfg.extrapolation.carbon_intensity_g_per_kwh,
+                  "price_usd_per_kwh": cfg.extrapolation.price_usd_per_kwh,
+                  "results_root": cfg.results.root})
+    files.append((out_dir / "report.html", html_text.encode("utf-8")))
+    for path, data in files:
+        write_atomic(path, data)
+    return [p for p, _ in files]
