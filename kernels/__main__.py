@@ -14,7 +14,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from kernels.config import ConfigError, KernelsConfig, conv_shape, register_configs, validate
+from kernels.config import (
+    ConfigError,
+    KernelsConfig,
+    check_device_string,
+    conv_shape,
+    register_configs,
+    validate,
+)
 from kernels.ops import GemmShape
 
 register_configs()
@@ -50,9 +57,9 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
     from kernels.report import format_table, plot_roofline
 
     start = time.perf_counter()
-    device_str = cfg.device
+    check_device_string(cfg.device)
     try:
-        device = resolve_device(device_str)
+        device = resolve_device(cfg.device)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
     cfg = validate(cfg, device.type)

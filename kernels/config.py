@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "register_configs",
     "validate",
+    "check_device_string",
     "gemm_shapes",
     "conv_shape",
 ]
@@ -106,6 +107,14 @@ def _as_config(cfg: Any) -> KernelsConfig:
     return cfg
 
 
+def check_device_string(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else is a one-line ConfigError."""
+    if device != "auto" and not (
+        device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ConfigError(f"device={device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+
+
 def validate(cfg: Any, device_type: str) -> KernelsConfig:
     """Check values the schema's types cannot; return the config as a dataclass.
 
@@ -113,10 +122,7 @@ def validate(cfg: Any, device_type: str) -> KernelsConfig:
         ConfigError: One line naming the key, the value and the valid choices.
     """
     cfg = _as_config(cfg)
-    if cfg.device != "auto" and not (
-        cfg.device in ("cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
-    ):
-        raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+    check_device_string(cfg.device)
     sweep_key = "cuda" if device_type == "cuda" else "cpu"
     sweep: SweepConfig = getattr(cfg, sweep_key)
     valid = list(TORCH_DTYPES) if device_type == "cuda" else ["fp32", "bf16", "fp16"]

@@ -29,7 +29,7 @@ from typing import Any
 from kernels.device import device_slug
 
 __all__ = [
-    "DEFAULT_ROOT", "REQUIRED_KEYS", "profile_path", "load_profile", "write_profile", "write_json_atomic",
+    "DEFAULT_ROOT", "REQUIRED_KEYS", "profile_path", "load_profile", "measured_peak_flops_per_s", "write_profile", "write_json_atomic",
     "chmod_like_open",
 ]
 
@@ -75,6 +75,20 @@ def load_profile(device_name: str, root: str | Path = DEFAULT_ROOT) -> dict[str,
         )
         return None
     return profile
+
+
+def measured_peak_flops_per_s(
+    device_name: str, dtype: str, root: str | Path = DEFAULT_ROOT
+) -> float | None:
+    """The profile's achieved FLOP/s for ``dtype`` (``fp32``/``tf32``/``bf16``/``fp16``).
+
+    None when there is no profile for the device or the dtype was not measured; never measures.
+    """
+    profile = load_profile(device_name, root)
+    if profile is None:
+        return None
+    value = (profile.get("achieved_flops_per_s") or {}).get(dtype)
+    return float(value) if value else None
 
 
 def write_profile(profile: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> Path:
