@@ -154,8 +154,8 @@ PEAK_TABLE: tuple[DeviceSpec, ...] = (
     _spec("NVIDIA L4", "l4", 30.3e12, 120e12 / 2, 242e12 / 2, 242e12 / 2,
           "NVIDIA L4 Tensor Core GPU datasheet, sparse tensor figures halved "
           "(https://www.nvidia.com/en-us/data-center/l4/)"),
-    _spec("NVIDIA L40S", "l40s", 91.6e12, 366e12 / 2, 733e12 / 2, 733e12 / 2,
-          "NVIDIA L40S GPU datasheet, sparse tensor figures halved "
+    _spec("NVIDIA L40S", "l40s", 91.6e12, 183e12, 362.05e12, 362.05e12,
+          "NVIDIA L40S GPU datasheet, dense figures (TF32 183 | 366*, BF16/FP16 362.05 | 733*) "
           "(https://www.nvidia.com/en-us/data-center/l40s/)"),
     # ---------------------------------------------------------------- Volta / Turing data centre
     _spec("NVIDIA V100 SXM2", "v100 sxm2", 15.7e12, None, None, 125e12,

@@ -31,6 +31,7 @@ from kernels.profile import REQUIRED_KEYS, load_profile, profile_path, write_pro
         ("Tesla V100 PCIe 32 GB", "fp32", "NVIDIA V100 PCIe", 14.0),  # literature spelling
         ("NVIDIA L4", "bf16", "NVIDIA L4", 121.0),
         ("NVIDIA L40S", "fp32", "NVIDIA L40S", 91.6),
+        ("NVIDIA L40S", "bf16", "NVIDIA L40S", 362.05),
         ("NVIDIA A10", "tf32", "NVIDIA A10", 62.5),
         ("Tesla T4", "fp16", "NVIDIA T4", 65.0),
         ("NVIDIA GeForce RTX 3090", "fp32", "NVIDIA GeForce RTX 3090", 35.6),
