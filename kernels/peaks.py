@@ -7,7 +7,8 @@ Conventions:
     * FLOP/s count one multiply-add as 2 FLOPs (the project convention, DESIGN.md).
     * Dense peaks only. NVIDIA datasheets from Ampere on print tensor-core figures "with
       sparsity" (marked *); the dense figure is exactly half of that, and that half is what
-      is stored here (the datasheets themselves say the dense value is 1/2 the sparse one).
+      is stored here (the datasheets say the dense value is 1/2 the sparse one); where a
+      datasheet prints a dense column itself (L40S), that column is used.
     * ``fp16`` and ``bf16`` are tensor-core (or MXU) rates with FP32 accumulation, which is
       what ``torch.matmul`` uses. GeForce cards accumulate in FP32 at half the FP16-accumulate
       rate, so their FP32-accumulate column is the one stored.
