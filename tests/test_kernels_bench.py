@@ -237,15 +237,22 @@ def test_cli_bad_value_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_cli_ncu_enabled_without_gpu_is_recorded_as_skipped(tmp_path: Path) -> None:
+def test_run_with_ncu_enabled_without_gpu_records_skipped(tmp_path: Path, capsys) -> None:
+    """In-process `run` (what the CLI calls): ncu asked for on a machine without it is recorded
+    as skipped with the reason, and the rest of the profile is still written."""
     if torch.cuda.is_available():
         pytest.skip("covered by the gpu-marked ncu test")
-    out = tmp_path / "hw"
-    proc = _run_cli([f"out_dir={out}", *TINY_OVERRIDES, "ncu.enabled=true", "plot=false", "cpu.dtypes=[fp32]"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    profile = load_profile(device_name(CPU), root=out)
+    from kernels.__main__ import run
+
+    cfg = _tiny_cfg(tmp_path / "hw")
+    cfg.cpu.dtypes = ["fp32"]
+    cfg.plot = False
+    cfg.ncu.enabled = True
+    profile = run(cfg)
     assert profile["ncu_flop_check"] == {"status": "skipped", "reason": "no CUDA device"}
-    assert not profile_path(device_name(CPU), out).with_suffix(".png").exists()
+    assert load_profile(device_name(CPU), root=tmp_path / "hw") == json.loads(json.dumps(profile))
+    assert not profile_path(device_name(CPU), tmp_path / "hw").with_suffix(".png").exists()
+    assert "ncu: skipped (no CUDA device)" in capsys.readouterr().out
 
 
 @pytest.mark.gpu
