@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from analysis.constants import BENCHMARK_SPECS, COMPUTE_LABELS, COMPUTE_MEASURES, COMPUTE_SHORT  # noqa: E402
@@ -125,12 +126,18 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: li
         R = runs.dropna(subset=[measure]) if not runs.empty else runs
         if len(L):
             sc = ax.scatter(L[measure], L["error"], c=L["year"], cmap="viridis", vmin=vmin,
-                            vmax=vmax, s=22, alpha=0.85, edgecolor="none",
-                            label=f"Published models (n={len(L)})")
-            handles.append(sc)
+                            vmax=vmax, s=22, alpha=0.85, edgecolor="none")
+            # a neutral proxy: the colour of any one point means nothing in the legend
+            handles.append(Line2D([], [], ls="none", marker="o", ms=5, color="gray",
+                                  label=f"Published models, coloured by year (n={len(L)})"))
         for source, color, data in (("literature", "black", L), ("measured", "#d95f02", R)):
+            if not len(data):
+                continue
             f = _find(fits, bench, source, measure, "polynomial")
-            if f is None or not len(data):
+            if f is None:
+                why = next((x.note for x in fits if (x.benchmark, x.source, x.compute_measure,
+                            x.model_form) == (bench, source, measure, "polynomial")), "")
+                handles.append(Line2D([], [], ls="none", label=f"No {source} fit: {why}"))
                 continue
             xs = np.linspace(*f.x_range, 100)
             yhat, lo, hi = line_with_band(f, xs, ci_level)
@@ -156,10 +163,8 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: li
             _error_axis(ax, float(errs.min()), float(errs.max()))
         ax.grid(True, which="major", ls=":", lw=0.6, alpha=0.7)
         if handles:  # below the axes, so it can never hide a point
-            leg = ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                            frameon=False)
-            if len(L):  # the year colour of one point means nothing in the legend
-                leg.legend_handles[0].set_facecolor("gray")
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      frameon=False)
     for ax in list(axes.flat)[len(measures):]:
         ax.set_visible(False)
     fig.suptitle(f"{spec.title}: error vs compute (Thompson et al. 2022 data, measured runs)",

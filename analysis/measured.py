@@ -99,13 +99,20 @@ def read_result(path: Path) -> dict[str, Any]:
 
 
 def load_runs(root: Optional[str]) -> pd.DataFrame:
-    """All runs under ``root`` (recursive), sorted by path. A missing root gives an error."""
+    """All runs under ``root`` (recursive), sorted by path.
+
+    A root that does not exist (a fresh clone has no results/ yet) means no runs; the returned
+    frame says so in ``attrs["note"]`` so the summary can print it.
+    """
     if root is None:
         return pd.DataFrame(columns=COLUMNS)
     base = Path(root)
     if not base.exists():
-        raise AnalysisError(f"results.root={root} does not exist (set results.root=null to skip "
-                            "measured runs)")
+        df = pd.DataFrame(columns=COLUMNS)
+        df.attrs["note"] = f"results.root={root} does not exist: no measured runs"
+        return df
+    if not base.is_dir():
+        raise AnalysisError(f"results.root={root} is not a folder")
     rows = [read_result(p) for p in sorted(base.rglob("result.json")) if p.is_file()]
     return pd.DataFrame(rows, columns=COLUMNS)
 

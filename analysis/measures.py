@@ -8,7 +8,7 @@ source, and says so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -25,12 +25,14 @@ class ConsolidationFit:
     r2: float
     n: int
     scope: str  # "benchmark" or "pooled"
+    num_predicted: int = 0  # rows of the benchmark that received a prediction
 
     def predict(self, network_operations: pd.Series) -> pd.Series:
         return 10.0 ** (self.a + self.b * np.log10(network_operations))
 
     def describe(self) -> str:
-        return (f"log10(HB) = {self.a:.3f} + {self.b:.3f} log10(NO), R2={self.r2:.3f}, n={self.n} "
+        return (f"{self.num_predicted} row(s) predicted by log10(HB) = {self.a:.3f} + {self.b:.3f} "
+                f"log10(NO), R2={self.r2:.3f}, fitted on n={self.n} rows reporting both "
                 f"({'this benchmark' if self.scope == 'benchmark' else 'pooled over benchmarks'})")
 
 
@@ -54,10 +56,11 @@ def consolidate(points: pd.DataFrame, min_points: int) -> tuple[pd.DataFrame, di
     for bench, idx in points.groupby("benchmark", sort=False).groups.items():
         sub = points.loc[idx]
         fit = _fit_pairs(sub, "benchmark", min_points) or pooled
-        used[bench] = fit
         if fit is None:
+            used[bench] = None
             continue
         need = sub["hardware_burden"].isna() & sub["network_operations"].notna()
         points.loc[need[need].index, "hardware_burden_consolidated"] = fit.predict(
             sub.loc[need, "network_operations"])
+        used[bench] = replace(fit, num_predicted=int(need.sum()))
     return points, used

@@ -83,6 +83,8 @@ def run(cfg: Any) -> Outputs:
             notes.append("Epoch AI database not available: context figure skipped "
                          "(literature.download=true fetches it).")
     runs_all = measured_mod.load_runs(cfg.results.root)
+    if runs_all.attrs.get("note"):
+        notes.append(runs_all.attrs["note"] + ".")
     runs = measured_mod.fittable(runs_all)
 
     counts = None
@@ -113,13 +115,13 @@ def _analyse(cfg, literature, runs_all, runs, epoch, counts, notes) -> Outputs:
     # 2. Compute measures: consolidate hardware burden per source.
     literature, lit_cons = consolidate(literature, min_pts)
     for bench, c in lit_cons.items():
-        if c is not None:
+        if c is not None and c.num_predicted:
             notes.append(f"Consolidated hardware burden, {BENCHMARK_SPECS[bench].title} "
                          f"(literature): {c.describe()}.")
     if not runs.empty:
         runs, run_cons = consolidate(runs, min_pts)
         for bench, c in run_cons.items():
-            if c is not None:
+            if c is not None and c.num_predicted:
                 notes.append(f"Consolidated hardware burden, {BENCHMARK_SPECS[bench].title} "
                              f"(measured): {c.describe()}.")
     else:
@@ -172,9 +174,15 @@ def _analyse(cfg, literature, runs_all, runs, epoch, counts, notes) -> Outputs:
         if wf is not None:
             figures.insert(1 if figures else 0, wf)
 
+    summary = summary_lines(fits, within_fits)
+    if runs_all.attrs.get("note"):
+        summary.append(f"note: {runs_all.attrs['note']}")
+    elif not runs_all.empty:
+        summary.append(f"measured runs: {len(runs_all)} found, {len(runs)} fitted (status ok, "
+                       "error known)")
     return Outputs(fits=fits, fits_df=fits_df, extrapolations=extrap, within=within,
                    within_fits=within_fits, literature=literature, runs=runs_all, figures=figures,
-                   summary=summary_lines(fits, within_fits))
+                   summary=summary)
 
 
 def _write(cfg, out: Outputs, sources, runs_all, runs, notes) -> list[Path]:

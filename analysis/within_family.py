@@ -91,9 +91,11 @@ def count_models(models: list[str], preferred_weights: str) -> dict[str, dict[st
     """Count each architecture's forward pass with fvcore; returns cache records by model name."""
     import warnings
 
-    import torch
-    from fvcore.nn import FlopCountAnalysis
-    from torchvision.models import get_model, list_models
+    with warnings.catch_warnings():  # torch.jit deprecation notices on import are not ours
+        warnings.simplefilter("ignore", FutureWarning)
+        import torch
+        from fvcore.nn import FlopCountAnalysis
+        from torchvision.models import get_model, list_models
 
     known = set(list_models())
     unknown = [m for m in models if m not in known]

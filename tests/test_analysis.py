@@ -358,3 +358,8 @@ def test_locate_prefers_root_then_cache(tmp_path):
     (tmp_path / "sub" / "f.csv").write_text("x\n")
     src = locate("sub", "f.csv", "http://unused", "0" * 64, "f", str(tmp_path), "c", False)
     assert src.origin == "literature.root" and not src.matches_pin
+
+
+def test_missing_results_root_means_no_runs(tmp_path):
+    runs = load_runs(str(tmp_path / "nothing-here"))
+    assert runs.empty and "does not exist" in runs.attrs["note"]
