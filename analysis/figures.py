@@ -144,7 +144,8 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: li
             (ln,) = ax.plot(10 ** xs, 10 ** yhat, color=color, lw=1.8,
                             label=_fit_label("OLS, literature" if source == "literature"
                                              else "OLS, measured", f))
-            ax.fill_between(10 ** xs, 10 ** lo, 10 ** hi, color=color, alpha=0.15, lw=0)
+            if f.df_resid >= 3:  # with 1-2 residual d.o.f. the band is uninformatively wide
+                ax.fill_between(10 ** xs, 10 ** lo, 10 ** hi, color=color, alpha=0.15, lw=0)
             handles.append(ln)
             fq = _find(fits, bench, source, measure, quantile_form(q))
             if fq is not None and source == "literature":
@@ -155,6 +156,9 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: li
             ms = ax.scatter(R[measure], R["error"], label=f"This project, measured (n={len(R)})",
                             **MEASURED_STYLE)
             handles.append(ms)
+        elif not runs.empty:
+            handles.append(Line2D([], [], ls="none", label=f"Measured runs: none report "
+                                  f"{COMPUTE_SHORT[measure]} (e.g. no peak FLOP/s on CPU)"))
         _log_x(ax)
         ax.set_xlabel(COMPUTE_LABELS[measure])
         ax.set_ylabel(f"{spec.metric_label} (log scale)")
