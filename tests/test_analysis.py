@@ -1,8 +1,8 @@
 """Tests for analysis/: the paper's published fits reproduced from its CSVs, the pipeline's outputs
 with fake measured runs, and clear one-line errors for bad input.
 
-The literature lives outside the repo; tests find it through COMPUTELIMITS_SHARED_DATA (the
-shared data folder, literature under ``literature/``). Expected numbers are only the paper's
+The literature lives outside the repo; tests find it through the ``shared_data`` fixture
+(tests/conftest.py, from COMPUTELIMITS_SHARED_DATA; the literature is under ``literature/``). Expected numbers are only the paper's
 published ones (analysis.constants.PUBLISHED_POLYNOMIAL, from its notebooks).
 """
 from __future__ import annotations
@@ -31,17 +31,6 @@ from analysis.measured import load_runs
 from analysis.measures import consolidate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The shared data folder (same contract as the project's conftest fixture of this name)."""
-    root = os.environ.get("COMPUTELIMITS_SHARED_DATA")
-    if not root:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("COMPUTELIMITS_SHARED_DATA is not set (required under CI)")
-        pytest.skip("COMPUTELIMITS_SHARED_DATA not set")
-    return Path(root)
 
 
 @pytest.fixture(scope="session")
