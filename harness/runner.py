@@ -215,7 +215,6 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     try:
         _measure_flops(cfg, workload, data, model, autocast, result)
         _train(cfg, workload, data, model, autocast, meter, result, curve, total_steps, steps_per_epoch, run_dir, wall_start)
-        result.update(meter.finish())
     except torch.cuda.OutOfMemoryError as exc:
         result.update(status="oom", failure_reason=f"CUDA out of memory: {str(exc).splitlines()[0]}")
     except UserError:
@@ -224,6 +223,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
         log.exception("run failed")
         result.update(status="failed", failure_reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
     finally:
+        try:  # a failed run still records the energy it spent, with its methods
+            result.update(meter.finish())
+        except Exception:  # noqa: BLE001  (the meter must never mask the run's own outcome)
+            log.exception("energy meter failed to finish")
         meter.close()
     _derive(result, cfg)
     result["wall_time_s"] = time.perf_counter() - wall_start

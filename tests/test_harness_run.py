@@ -178,6 +178,7 @@ def test_out_of_memory_is_recorded_as_oom(tmp_path, fashion_mnist_root, monkeypa
     cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "measure.count_flops=false")
     r = run(cfg, tmp_path / "out", [])
     assert r["status"] == "oom" and "out of memory" in r["failure_reason"]
+    assert r["energy_gpu_method"] == "none" and r["energy_cpu_method"] == "none"  # methods recorded even on failure
 
 
 def test_bad_values_fail_before_anything_is_written(tmp_path, fashion_mnist_root):
