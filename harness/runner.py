@@ -28,6 +28,7 @@ from harness.hardware import PRECISION_DTYPES, device_info, find_peaks, hardware
 from harness.results import empty_result, write_curve, write_result
 from harness.timing import synchronize
 from harness.workload import Workload, build_workload, workload_names
+import harness.workloads  # noqa: F401,E402  (registers the built-in workloads)
 
 log = logging.getLogger("harness")
 
@@ -52,7 +53,7 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             raise UserError(message)
 
-    check(cfg.workload in workload_names() or _register_and_check(cfg.workload),
+    check(cfg.workload in workload_names(),
           f"workload={cfg.workload!r} is unknown; known workloads: {', '.join(workload_names())}")
     check(cfg.model.name in MODEL_REGISTRY,
           f"model={cfg.model.name!r} is unknown; known models: {', '.join(sorted(MODEL_REGISTRY))}")
@@ -74,12 +75,6 @@ def validate(cfg: DictConfig) -> None:
               f"measure.country_iso_code={cfg.measure.country_iso_code!r} is unknown to codecarbon; "
               f"valid: ISO 3166-1 alpha-3 codes such as USA, FRA, DEU ({len(codes)} known)")
     check(t.timing_warmup_steps >= 0, f"trainer.timing_warmup_steps={t.timing_warmup_steps} is invalid: it must be >= 0")
-
-
-def _register_and_check(name: str) -> bool:
-    import harness.workloads  # noqa: F401  (registration happens on import)
-
-    return name in workload_names()
 
 
 # ---------------------------------------------------------------- small helpers
@@ -202,6 +197,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     curve: list[dict[str, Any]] = []
+    timed_samples = 0
     from harness.energy import EnergyMeter
 
     meter = EnergyMeter(
@@ -214,7 +210,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     )
     try:
         _measure_flops(cfg, workload, data, model, autocast, result)
-        _train(cfg, workload, data, model, autocast, meter, result, curve, total_steps, steps_per_epoch, run_dir, wall_start)
+        timed_samples = _train(cfg, workload, data, model, autocast, meter, result, curve, total_steps, run_dir, wall_start)
     except torch.cuda.OutOfMemoryError as exc:
         result.update(status="oom", failure_reason=f"CUDA out of memory: {str(exc).splitlines()[0]}")
     except UserError:
@@ -228,7 +224,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
         except Exception:  # noqa: BLE001  (the meter must never mask the run's own outcome)
             log.exception("energy meter failed to finish")
         meter.close()
-    _derive(result, cfg)
+    _derive(result, cfg, timed_samples)
     result["wall_time_s"] = time.perf_counter() - wall_start
     write_curve(run_dir / "curve.csv", curve)
     write_result(run_dir / "result.json", result)
@@ -260,7 +256,8 @@ def _measure_flops(cfg, workload: Workload, data, model, autocast, result: dict)
 
 
 def _train(cfg, workload: Workload, data, model, autocast, meter, result: dict, curve: list, total_steps: int,
-           steps_per_epoch: int, run_dir: Path, wall_start: float) -> None:
+           run_dir: Path, wall_start: float) -> int:
+    """The training loop; fills ``result`` and ``curve``. Returns the samples in timed (post-warm-up) steps."""
     t = cfg.trainer
     device = workload.device
     opt, sched = build_optimizer(cfg, model, total_steps)
@@ -362,17 +359,16 @@ def _train(cfg, workload: Workload, data, model, autocast, meter, result: dict, 
         train_flops=flopcount.train_flops(fwd, samples),
         eval_flops=None if fwd is None else fwd * data.num_eval * len(curve),
     )
-    result["_timed_samples"] = timed_samples
     if diverged_at is not None:
         result.update(status="diverged", failure_reason=f"training loss became NaN or infinite by step {diverged_at}")
-        return
+        return timed_samples
     final = curve[-1]
     result.update(status="ok", metric_value=final["metric_value"], error=final["error"])
+    return timed_samples
 
 
-def _derive(result: dict, cfg: DictConfig) -> None:
+def _derive(result: dict, cfg: DictConfig, timed_samples: int) -> None:
     """Peaks, hardware burden, achieved FLOP/s and MFU from what was measured."""
-    timed_samples = result.pop("_timed_samples", None)
     if result.get("device_name") is None:
         return
     peaks = find_peaks(result["device_name"], cfg.trainer.precision, cfg.measure.hardware_profiles_dir)
