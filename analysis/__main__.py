@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from analysis.config import register_configs
+from common.hydra_cli import exit_on_bad_overrides
 from analysis.errors import AnalysisError
 
 register_configs()
@@ -34,4 +35,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    exit_on_bad_overrides("analysis")
     main()

@@ -23,7 +23,7 @@ from analysis.figures import (
     Figure, benchmark_figure, epoch_figure, k_summary_figure, within_family_figure,
 )
 from analysis.fits import Fit, fit_all, fit_one, fits_table
-from analysis.io import write_atomic
+from common.atomic import write_atomic
 from analysis.literature import load_epoch, load_thompson, locate_epoch, locate_thompson
 from analysis.measures import consolidate
 from analysis.report import build_html, summary_lines

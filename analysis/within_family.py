@@ -31,7 +31,7 @@ from typing import Any, Iterator, Optional
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from analysis.io import write_atomic
+from common.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 

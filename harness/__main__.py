@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from common.hydra_cli import exit_on_bad_overrides
 from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import empty_result, write_result
@@ -57,10 +58,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from harness.cli import precheck
-
-    problem = precheck(sys.argv[1:])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_bad_overrides("config")
     main()

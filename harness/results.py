@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from common.atomic import write_atomic, write_json_atomic
 
 RESULT_FIELDS: tuple[str, ...] = (
     # identity
@@ -71,24 +70,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename, so a reader
-    (or an interrupted run) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_result(path: Path, result: dict[str, Any]) -> None:
     """Write ``result.json``; unknown keys are an error (the schema is the contract)."""
     extra = sorted(set(result) - set(RESULT_FIELDS))
@@ -97,7 +78,7 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
     if result.get("status") not in STATUSES:
         raise ValueError(f"status={result.get('status')!r} is not one of {STATUSES}")
     ordered = {k: _clean(result.get(k)) for k in RESULT_FIELDS}
-    write_atomic(path, json.dumps(ordered, indent=2, allow_nan=False) + "\n")
+    write_json_atomic(path, ordered)
 
 
 def write_curve(path: Path, rows: Iterable[dict[str, Any]]) -> None:

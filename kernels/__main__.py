@@ -23,6 +23,8 @@ from kernels.config import (
     validate,
 )
 from kernels.ops import GemmShape
+from common.atomic import write_atomic
+from common.hydra_cli import exit_on_bad_overrides
 
 register_configs()
 
@@ -82,9 +84,7 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
     path = write_profile(profile, cfg.out_dir)
     table = format_table(profile)
     table_path = path.with_suffix(".txt")
-    tmp = table_path.with_name(f".{table_path.name}.tmp")
-    tmp.write_text(table + "\n")
-    tmp.replace(table_path)
+    write_atomic(table_path, table + "\n")
     outputs = [path, table_path]
     if cfg.plot:
         outputs.append(plot_roofline(profile, path.with_suffix(".png")))
@@ -104,4 +104,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_bad_overrides("kernels")
     main()

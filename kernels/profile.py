@@ -20,17 +20,15 @@ Loading never measures: a missing profile is None and the caller's fields stay n
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from common.atomic import write_json_atomic
 from kernels.device import device_slug
 
 __all__ = [
-    "DEFAULT_ROOT", "REQUIRED_KEYS", "profile_path", "load_profile", "measured_peak_flops_per_s", "write_profile", "write_json_atomic",
-    "chmod_like_open",
+    "DEFAULT_ROOT", "REQUIRED_KEYS", "profile_path", "load_profile", "measured_peak_flops_per_s", "write_profile",
 ]
 
 DEFAULT_ROOT = "results/hardware"
@@ -111,29 +109,5 @@ def write_profile(profile: dict[str, Any], root: str | Path = DEFAULT_ROOT) -> P
     if missing:
         raise KeyError(f"profile lacks required keys: {', '.join(missing)}")
     path = profile_path(profile["device_name"], root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, profile)
     return path
-
-
-def chmod_like_open(path: str | Path) -> None:
-    """mkstemp creates files 0600; give ``path`` the permissions a plain ``open()`` would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` via a temporary file and :func:`os.replace`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        chmod_like_open(tmp)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,13 +8,11 @@ peaks are drawn as dashed lines; every measured GEMM and convolution is a point.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from kernels.peaks import DTYPES
-from kernels.profile import chmod_like_open
+from common.atomic import atomic_path
 
 __all__ = ["format_table", "plot_roofline"]
 
@@ -130,14 +128,9 @@ def plot_roofline(profile: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        chmod_like_open(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

@@ -85,3 +85,19 @@ def test_sweep_with_a_static_typo_stops_before_any_job(tmp_path, fashion_mnist_r
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: scale: Value 'abc' of type 'str' could not be converted to Float"
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize(
+    "command, override, expected",
+    [
+        ("kernels", "repeats=3", "'repeats' is not a config key; valid keys of the top level: cpu,"),
+        ("analysis", "fit.min_points=abc", "fit.min_points: Value 'abc' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_every_command_reports_bad_overrides_in_one_line(tmp_path, command, override, expected):
+    proc = subprocess.run([sys.executable, "-m", command, override, f"out_dir={tmp_path / 'out'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness import results
+import common.atomic
 from harness.results import RESULT_FIELDS, empty_result, write_result
 
 DESIGN_FIELDS = """run_id started_at git_commit overrides config seed workload benchmark model scale dataset
@@ -46,7 +46,7 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results.os, "replace", crash)
+    monkeypatch.setattr(common.atomic.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         write_result(path, {**empty_result(), "status": "failed"})
     assert path.read_text() == before

@@ -1,6 +1,6 @@
 """Turn Hydra's composition errors into one line that names the key, the value and the choices.
 
-``@hydra.main`` prints multi-line errors (and lists our ``*_schema`` entries as if they were
+Used by all three commands (``python -m harness``, ``kernels``, ``analysis``). ``@hydra.main`` prints multi-line errors (and lists our ``*_schema`` entries as if they were
 choices). Before handing over to Hydra, the overrides are composed here (for a sweep, every
 swept value once); the first problem is reported in one line and the process exits 2 without
 creating a run folder. A static typo thus stops a sweep before any job runs, while a value
@@ -8,11 +8,12 @@ that only the run can judge (``scale=-1``) fails its own job, recorded, and the 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
+#: The repository's conf/ folder, which every command composes from.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CONFIG_NAME = "config"
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -54,17 +55,17 @@ def _choices(group: str) -> list[str]:
     return sorted(o for o in options if not o.endswith("_schema"))
 
 
-def _keys_of(parent: str) -> list[str]:
+def _keys_of(config_name: str, parent: str) -> list[str]:
     from hydra import compose
     from omegaconf import OmegaConf
 
-    node = compose(CONFIG_NAME, overrides=[])
+    node = compose(config_name, overrides=[])
     node = OmegaConf.select(node, parent) if parent else node
     return sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
 
 
-def explain(exc: Exception) -> str:
-    """One line for a Hydra/OmegaConf composition error."""
+def explain(exc: Exception, config_name: str) -> str:
+    """One line for a Hydra/OmegaConf composition error of ``config_name``."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -78,14 +79,14 @@ def explain(exc: Exception) -> str:
         key = cause.full_key or ""
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         where = parent or "the top level"
-        return f"{key!r} is not a config key; valid keys of {where}: {', '.join(_keys_of(parent))}"
+        return f"{key!r} is not a config key; valid keys of {where}: {', '.join(_keys_of(config_name, parent))}"
     if isinstance(exc, ConfigCompositionException) and isinstance(cause, ValidationError):
         return f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
     return " ".join(str(exc).split())
 
 
-def precheck(args: list[str]) -> Optional[str]:
-    """Compose ``args`` the way a single run would; the one-line error, or None when fine."""
+def precheck(args: list[str], config_name: str) -> Optional[str]:
+    """Compose ``args`` onto ``config_name`` as Hydra would; the one-line error, or None when fine."""
     overrides = _user_overrides(args)
     if overrides is None:
         return None
@@ -94,7 +95,15 @@ def precheck(args: list[str]) -> Optional[str]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
             for variant in _variants(overrides):
-                compose(CONFIG_NAME, overrides=variant)
+                compose(config_name, overrides=variant)
         except Exception as exc:  # any composition failure is the user's input
-            return explain(exc)
+            return explain(exc, config_name)
     return None
+
+
+def exit_on_bad_overrides(config_name: str, args: Optional[list[str]] = None) -> None:
+    """Call before a ``@hydra.main`` function: a bad override prints ``error: ...`` and exits 2."""
+    problem = precheck(sys.argv[1:] if args is None else args, config_name)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
