@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import flops as flopcount
+from harness.measure import flops as flopcount
 from harness.errors import UserError
-from harness.hardware import PRECISION_DTYPES, device_info, find_peaks, hardware_burden_flops, ratio, resolve_device
+from harness.device import PRECISION_DTYPES, device_info, resolve_device
+from harness.measure.peaks import find_peaks, hardware_burden_flops, ratio
 from harness.results import empty_result, write_curve, write_result
-from harness.timing import synchronize
+from harness.measure.timer import synchronize
 from harness.workload import Workload, build_workload, workload_names
 import harness.workloads  # noqa: F401,E402  (registers the built-in workloads)
 
@@ -68,7 +69,7 @@ def validate(cfg: DictConfig) -> None:
     check(t.num_evals >= 1, f"trainer.num_evals={t.num_evals} is invalid: it must be >= 1")
     check(t.lr > 0, f"trainer.lr={t.lr} is invalid: it must be > 0")
     if cfg.measure.codecarbon:
-        from harness.energy import known_country_iso_codes
+        from harness.measure.energy import known_country_iso_codes
 
         codes = known_country_iso_codes()
         check(cfg.measure.country_iso_code in codes,
@@ -198,7 +199,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     run_dir.mkdir(parents=True, exist_ok=True)
     curve: list[dict[str, Any]] = []
     timed_samples = 0
-    from harness.energy import EnergyMeter
+    from harness.measure.energy import EnergyMeter
 
     meter = EnergyMeter(
         device=device,

@@ -20,8 +20,9 @@ import torch
 codecarbon = pytest.importorskip("codecarbon")
 pd = pytest.importorskip("pandas")
 
-from harness import energy  # noqa: E402
-from harness.energy import EnergyMeter, GpuEnergyMeter, _trapezoid_j  # noqa: E402
+from harness.measure import energy  # noqa: E402
+from harness.measure.energy import EnergyMeter
+from harness.measure.nvml import GpuEnergyMeter, _trapezoid_j  # noqa: E402
 
 ALLOWED_METHODS = {"nvml_counter", "nvml_power_sampling", "rapl", "codecarbon_estimate", "none"}
 RESULT_KEYS = {
@@ -161,7 +162,7 @@ def test_counter_misuse_raises_and_failure_degrades_to_none(fake_nvml, caplog):
     with pytest.raises(RuntimeError):
         meter.begin_window()
     nv.energy_mj[0] = -5  # counter went backwards (driver reload): the total is no longer known
-    with caplog.at_level(logging.WARNING, logger="harness.energy"):
+    with caplog.at_level(logging.WARNING, logger="harness.measure.nvml"):
         meter.end_window()
     assert meter.method == "none"
     assert meter.total_j() is None and meter.per_device_j() is None
@@ -349,7 +350,7 @@ def test_codecarbon_failure_degrades_to_none(in_tmp, monkeypatch, caplog):
 
     monkeypatch.setattr(codecarbon.OfflineEmissionsTracker, "stop_task", broken_stop_task)
     meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp / "run", country_iso_code="USA")
-    with caplog.at_level(logging.WARNING, logger="harness.energy"):
+    with caplog.at_level(logging.WARNING, logger="harness.measure.energy"):
         meter.begin_window()
         meter.end_window()  # must not raise
         meter.begin_window()

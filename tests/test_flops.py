@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.flops import count_forward_macs, count_train_step_flops, train_flops
+from harness.measure.flops import count_forward_macs, count_train_step_flops, train_flops
 
 
 def tiny_net() -> nn.Module:

@@ -1,10 +1,8 @@
-"""Which device a run uses, its peaks, and the paper's hardware burden.
+"""The run's peaks and the paper's hardware burden.
 
 Thompson et al. define hardware burden as (number of processors) x (processor peak FLOP/s) x
 (training time), with the FP32 peak. The datasheet peaks live in ``kernels.peaks`` (one
 source per entry); a measured ceiling comes from the profile that ``python -m kernels`` writes.
-Where no datasheet peak exists (e.g. a CPU) and no profile has been measured, the peak and
-the burden are null: never guessed.
 """
 from __future__ import annotations
 
@@ -12,47 +10,14 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import torch
-
-from harness.errors import UserError
+from harness.device import PRECISION_DTYPES
 
 log = logging.getLogger(__name__)
 
-#: trainer.precision -> the dtype key of the peak tables.
-PRECISION_DTYPES = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16"}
 #: The paper's hardware burden uses the FP32 peak (Thompson et al. 2020, appendix on hardware burden).
 BURDEN_DTYPE = "fp32"
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device={spec!r} but torch sees no CUDA device; valid choices here: auto, cpu")
-        device = torch.device(spec)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device={spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-        return device
-    raise UserError(f"device={spec!r} is invalid; valid choices: auto, cpu, cuda, cuda:N")
-
-
-def device_info(device: torch.device) -> dict[str, Any]:
-    from kernels.device import device_name
-
-    on_cuda = device.type == "cuda"
-    return {
-        "device_type": device.type,
-        "device_name": device_name(device),
-        "num_devices": 1,
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda if on_cuda else None,
-    }
 
 
 @dataclass

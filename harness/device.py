@@ -1,0 +1,46 @@
+"""Which device a run uses, and what it is.
+
+``resolve_device`` turns ``device=`` into a torch device (one-line errors); ``device_info`` is the
+identity fields of ``result.json``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.errors import UserError
+
+#: trainer.precision -> the dtype key of the peak tables.
+PRECISION_DTYPES = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={spec!r} but torch sees no CUDA device; valid choices here: auto, cpu")
+        device = torch.device(spec)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device={spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return device
+    raise UserError(f"device={spec!r} is invalid; valid choices: auto, cpu, cuda, cuda:N")
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    from kernels.device import device_name
+
+    on_cuda = device.type == "cuda"
+    return {
+        "device_type": device.type,
+        "device_name": device_name(device),
+        "num_devices": 1,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if on_cuda else None,
+    }
+
+
