@@ -6,6 +6,7 @@ value of the wrong type fails when the config is composed, before anything runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -50,6 +51,22 @@ class TrainerConfig:
     progress: bool = True  # tqdm bar on stderr
 
 
+class CodecarbonTrackingMode(str, Enum):
+    """What codecarbon charges to the run when it estimates CPU and RAM power (codecarbon 3.3.2,
+    ``external/hardware.py`` ``CPU._get_power_from_cpu_load`` and ``external/ram.py`` ``RAM.total_power``).
+
+    - ``process``: CPU = TDP x this process's (and its children's) CPU-time share of the logical
+      CPUs, no idle floor; RAM from its DIMM model applied to the process's RSS.
+    - ``machine``: CPU = TDP x (0.1 + 0.9 x machine load^3), every process's load; RAM from the
+      DIMM model applied to the machine's total memory (or the SLURM allocation).
+
+    A RAPL or NVML counter is machine-wide whatever the mode.
+    """
+
+    process = "process"
+    machine = "machine"
+
+
 @dataclass
 class MeasureConfig:
     """What to measure and how."""
@@ -60,6 +77,13 @@ class MeasureConfig:
     codecarbon_measure_power_s: float = 1.0
     nvml_sample_interval_s: float = 0.1  # power-sampling fallback period
     hardware_profiles_dir: str = "results/hardware"  # written by `python -m kernels`
+    # Default "process": on a shared host (a SLURM node, a box several jobs use) "machine" charges
+    # other jobs' CPU load and all installed RAM to this run; "process" attributes by this run's
+    # CPU time and resident memory. Recorded in result.json's energy_assumptions.
+    codecarbon_tracking_mode: CodecarbonTrackingMode = CodecarbonTrackingMode.process
+    # > 0: before training, meter an idle window (sleeping) of this many seconds with the same
+    # meters, and report idle_power_w and energy_above_idle_j. 0 = off.
+    idle_baseline_s: float = 0.0
 
 
 @dataclass
