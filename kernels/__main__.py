@@ -1,7 +1,9 @@
 """``python -m kernels``: measure this device and write its hardware profile.
 
-Writes ``<out_dir>/<device-slug>.json`` (the profile), ``<device-slug>.txt`` (the table) and
-``<device-slug>.png`` (the roofline), and prints the table.
+Writes ``<out_dir>/<name>.json`` (the profile), ``<name>.txt`` (the table) and ``<name>.png``
+(the roofline), and prints the table; ``<name>`` is the device slug, with ``-t<threads>`` on
+CPUs. The sweep is repeated until it is quiet (``quiet.*`` in the config, :mod:`kernels.quiet`);
+when no attempt is, the profile says ``quiet: false`` and one line says why.
 """
 
 from __future__ import annotations
@@ -47,6 +49,24 @@ def _flop_checks(cfg: KernelsConfig, device: torch.device, records: list[dict[st
     return checks
 
 
+def _quiet_fields(cfg: KernelsConfig, outcome: Any) -> dict[str, Any]:
+    """The profile's measured_at, quiet and host-condition keys from the quiet loop's outcome."""
+    chosen = outcome.chosen
+    return {
+        **chosen.conditions,
+        "measured_at": chosen.measured_at,
+        "quiet": chosen.quiet,
+        "quiet_reason": chosen.reason,
+        "quiet_criteria": {
+            "max_spread_rel": cfg.quiet.max_spread_rel,
+            "max_other_cpu_share": cfg.quiet.max_other_cpu_share,
+            "max_steal_share": cfg.quiet.max_steal_share,
+            "max_attempts": cfg.quiet.max_attempts,
+        },
+        "quiet_attempts": [a.summary() for a in outcome.attempts],
+    }
+
+
 def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
     """Measure, write the profile, table and plot; return the profile.
 
@@ -56,6 +76,7 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
     from kernels.bench import build_profile, resolve_device, run_suite
     from kernels.ncu import run_ncu_check
     from kernels.profile import write_profile
+    from kernels.quiet import measure_until_quiet
     from kernels.report import format_table, plot_roofline
 
     start = time.perf_counter()
@@ -73,13 +94,26 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    records = run_suite(cfg, device, log=log)
+    q = cfg.quiet
+    outcome = measure_until_quiet(
+        lambda: run_suite(cfg, device, log=log),
+        num_threads=torch.get_num_threads(),
+        max_attempts=q.max_attempts,
+        max_spread_rel=q.max_spread_rel,
+        max_other_cpu_share=q.max_other_cpu_share,
+        max_steal_share=q.max_steal_share,
+        wait_s=q.wait_s,
+        check_host=device.type == "cpu",  # a GPU's GEMM does not share the host's CPUs
+        log=log,
+    )
+    records = outcome.chosen.records
     checks = _flop_checks(cfg, device, records) if cfg.flop_check else None
     ncu = None
     if cfg.ncu.enabled:
         ncu = run_ncu_check(cfg.ncu.binary, cfg.ncu.gemm_shape, cfg.ncu.dtypes, cfg.ncu.train_step, cfg.ncu.timeout_s)
         log(f"ncu: {ncu['status']}" + (f" ({ncu.get('reason')})" if ncu.get("reason") else ""))
-    profile = build_profile(cfg, device, records, flop_checks=checks, ncu=ncu)
+    profile = build_profile(cfg, device, records, flop_checks=checks, ncu=ncu,
+                            conditions=_quiet_fields(cfg, outcome))
     profile["elapsed_s"] = time.perf_counter() - start  # before plotting: the measurement's own time
     path = write_profile(profile, cfg.out_dir)
     table = format_table(profile)
@@ -90,6 +124,12 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
         outputs.append(plot_roofline(profile, path.with_suffix(".png")))
     print("\n" + table)
     print("\nwrote: " + ", ".join(str(p) for p in outputs))
+    if not outcome.quiet:
+        print(
+            f"not quiet: could not get a quiet measurement in {len(outcome.attempts)} attempt(s) "
+            f"({outcome.chosen.reason}); the profile says quiet: false, so runs will not use its measured ceiling",
+            flush=True,
+        )
     return profile
 
 

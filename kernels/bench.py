@@ -44,9 +44,10 @@ from kernels.ops import (
 from kernels.peaks import DTYPES, datasheet_peak, match_device
 from kernels.timing import Timing, time_op
 
-__all__ = ["SCHEMA_VERSION", "resolve_device", "measure_gemm", "run_suite", "build_profile", "versions"]
+__all__ = ["SCHEMA_VERSION", "CONDITION_KEYS", "resolve_device", "measure_gemm", "run_suite", "build_profile", "versions"]
 
-SCHEMA_VERSION = 1
+#: 2: thread count in CPU file names, measured_at, host conditions and quiet, derived CPU peak.
+SCHEMA_VERSION = 2
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,6 +180,43 @@ def _best(records: list[dict[str, Any]], op: str, dtype: str, key: str) -> dict[
     return max(candidates, key=lambda r: r[key]) if candidates else None
 
 
+#: Keys the quiet loop (kernels.quiet) fills, copied into the profile (null when absent).
+CONDITION_KEYS: tuple[str, ...] = (
+    "measured_at",
+    "quiet",
+    "quiet_reason",
+    "quiet_criteria",
+    "quiet_attempts",
+    "host_load_avg_start",
+    "host_load_avg_end",
+    "process_cpu_share",
+    "host_other_cpu_share",
+    "host_steal_share",
+    "contended",
+    "contention_reason",
+)
+
+
+def _host_and_derived_peak(
+    device: torch.device, num_threads: int | None
+) -> tuple[dict[str, Any], dict[str, float | None], dict[str, str | None]]:
+    """Host topology, cores in use, and the derived CPU peak per dtype (CPUs only)."""
+    from common.host import cores_in_use, host_info
+    from kernels.cpu_peak import cpu_peak
+
+    info = host_info()
+    if device.type != "cpu":
+        return {"host": info, "cores_in_use": None}, {d: None for d in DTYPES}, {d: None for d in DTYPES}
+    cores = cores_in_use(num_threads, info) if num_threads else None
+    derived: dict[str, float | None] = {}
+    source: dict[str, str | None] = {}
+    for dtype in DTYPES:
+        peak = cpu_peak(dtype, cores)
+        derived[dtype] = peak.flops_per_s
+        source[dtype] = peak.source if peak.flops_per_s is not None else f"null: {peak.reason}"
+    return {"host": info, "cores_in_use": cores}, derived, source
+
+
 def build_profile(
     cfg: KernelsConfig,
     device: torch.device,
@@ -187,12 +225,20 @@ def build_profile(
     elapsed_s: float | None = None,
     flop_checks: list[dict[str, Any]] | None = None,
     ncu: dict[str, Any] | None = None,
+    conditions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the hardware profile from the measurement records.
 
     Keys (units in the names, null where unknown):
         device_name, device_slug, device_type, cpu_model, num_threads, created_at,
         schema_version, versions;
+        measured_at (UTC ISO start of the measurement), quiet, quiet_reason, quiet_criteria,
+        quiet_attempts, host_load_avg_start/_end, process_cpu_share, host_other_cpu_share,
+        host_steal_share, contended, contention_reason (all from ``conditions``, see
+        :mod:`kernels.quiet`; null when not given), host (:func:`common.host.host_info`),
+        cores_in_use;
+        derived_peak_flops_per_s[dtype], derived_peak_source[dtype] (the derivation, or
+        ``null: <reason>``), fraction_of_derived_peak[dtype] (CPUs; null elsewhere);
         achieved_flops_per_s[dtype] and achieved_at[dtype] (op, shape, spread);
         datasheet_flops_per_s[dtype], datasheet_device, datasheet_source[dtype];
         fraction_of_datasheet[dtype] (achieved over datasheet);
@@ -235,14 +281,19 @@ def build_profile(
         config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     except Exception:  # noqa: BLE001 - a plain object in tests
         config = None
+    num_threads = torch.get_num_threads() if device.type == "cpu" else None
+    host_fields, derived, derived_source = _host_and_derived_peak(device, num_threads)
+    conditions = conditions or {}
     return {
         "schema_version": SCHEMA_VERSION,
         "device_name": name,
         "device_slug": device_slug(name),
         "device_type": device.type,
         "cpu_model": cpu_model_name(),
-        "num_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "num_threads": num_threads,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **{key: conditions.get(key) for key in CONDITION_KEYS},
+        **host_fields,
         "versions": versions(device),
         "achieved_flops_per_s": achieved,
         "achieved_at": achieved_at,
@@ -251,6 +302,11 @@ def build_profile(
         "datasheet_source": {d: (e.source if e else None) for d, e in entries.items()},
         "fraction_of_datasheet": {
             d: (achieved[d] / datasheet[d]) if achieved[d] and datasheet[d] else None for d in DTYPES
+        },
+        "derived_peak_flops_per_s": derived,
+        "derived_peak_source": derived_source,
+        "fraction_of_derived_peak": {
+            d: (achieved[d] / derived[d]) if achieved[d] and derived[d] else None for d in DTYPES
         },
         "conv2d_flops_per_s": conv_flops,
         "bandwidth_bytes_per_s": bandwidth,
@@ -270,6 +326,11 @@ def build_profile(
             "fp32 runs with both off",
             "datasheet": "kernels.peaks: dense datasheet peaks, sparse figures halved; null when the "
             "device is not in the table (CPUs are not)",
+            "derived_peak": "CPUs: cores in use x clock x FLOP/cycle/core from the ISA (kernels.cpu_peak); "
+            "a nominal figure, which turbo clocks can exceed",
+            "quiet": "repeated until every dtype's best GEMM spread <= quiet.max_spread_rel and, on CPUs, "
+            "other processes' and steal's shares of the host's CPU time over the measurement <= their "
+            "thresholds (common.host.conditions); the first quiet attempt, else the least contended, is reported",
         },
         "config": config,
         "elapsed_s": elapsed_s,

@@ -19,6 +19,7 @@ __all__ = [
     "ConvConfig",
     "SweepConfig",
     "NcuConfig",
+    "QuietConfig",
     "KernelsConfig",
     "ConfigError",
     "register_configs",
@@ -79,6 +80,23 @@ class NcuConfig:
 
 
 @dataclass
+class QuietConfig:
+    """When a measurement counts as quiet, and how often ``python -m kernels`` tries for one.
+
+    A measured ceiling moves with load (348, then 96 GFLOP/s on one 2-core VM, each with a 4.5 %
+    spread), so a small spread alone does not make a measurement quiet: other processes must
+    also have left the CPUs alone (:func:`common.host.conditions`). Only a quiet profile feeds
+    ``measured_peak_flops_per_s`` (:func:`kernels.profile.select_measured_peak`).
+    """
+
+    max_attempts: int = 3  # measure again, up to this many times in all, until quiet
+    max_spread_rel: float = 0.05  # every dtype's best GEMM: IQR / median of its repeats at most this
+    max_other_cpu_share: float = 0.10  # other processes' share of the host's CPU time (CPU devices)
+    max_steal_share: float = 0.10  # hypervisor steal share of the host's CPU time (CPU devices)
+    wait_s: float = 10.0  # pause between attempts, so a finishing job can leave
+
+
+@dataclass
 class KernelsConfig:
     """Root config of ``python -m kernels``."""
 
@@ -90,6 +108,7 @@ class KernelsConfig:
     cpu: SweepConfig = field(default_factory=SweepConfig)
     cuda: SweepConfig = field(default_factory=SweepConfig)
     ncu: NcuConfig = field(default_factory=NcuConfig)
+    quiet: QuietConfig = field(default_factory=QuietConfig)
 
 
 class ConfigError(ValueError):
@@ -145,6 +164,17 @@ def validate(cfg: Any, device_type: str) -> KernelsConfig:
             raise ConfigError(f"{sweep_key}.{key}={getattr(sweep, key)} is not valid; use 0 to skip or a positive size")
     if cfg.num_threads is not None and cfg.num_threads < 1:
         raise ConfigError(f"num_threads={cfg.num_threads} is not valid; use null or a positive integer")
+    q = cfg.quiet
+    if q.max_attempts < 1:
+        raise ConfigError(f"quiet.max_attempts={q.max_attempts} is not valid; use a positive integer")
+    if not q.max_spread_rel > 0:
+        raise ConfigError(f"quiet.max_spread_rel={q.max_spread_rel} is not valid; use a positive fraction such as 0.05")
+    for key in ("max_other_cpu_share", "max_steal_share"):
+        value = getattr(q, key)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"quiet.{key}={value} is not valid; use a share between 0 and 1")
+    if q.wait_s < 0:
+        raise ConfigError(f"quiet.wait_s={q.wait_s} is not valid; use 0 or more seconds")
     return cfg
 
 

@@ -56,6 +56,24 @@ def format_table(profile: dict[str, Any]) -> str:
         lines.append(f"datasheet: {profile['datasheet_device']}")
     else:
         lines.append("datasheet: no entry for this device (peaks null)")
+    if profile.get("device_type") == "cpu":
+        for dtype in DTYPES:
+            derived = (profile.get("derived_peak_flops_per_s") or {}).get(dtype)
+            source = (profile.get("derived_peak_source") or {}).get(dtype)
+            if derived:
+                frac = (profile.get("fraction_of_derived_peak") or {}).get(dtype)
+                of = f", measured {frac:.0%} of it" if frac is not None else ""
+                lines.append(f"derived {dtype} peak: {_g(derived)} GFLOP/s{of}; {source}")
+            elif dtype in ("fp32", "bf16") and source:
+                lines.append(f"derived {dtype} peak: {source}")
+    if "quiet" in profile:
+        share = profile.get("host_other_cpu_share")
+        share_s = "unknown" if share is None else f"{share:.0%}"
+        state = "quiet" if profile.get("quiet") else f"NOT quiet ({profile.get('quiet_reason')})"
+        lines.append(
+            f"conditions: {state}; other processes used {share_s} of the host's CPU time; "
+            f"measured at {profile.get('measured_at')}, attempt(s): {len(profile.get('quiet_attempts') or [])}"
+        )
     checks = profile.get("flop_counter_check") or []
     if checks:
         ok = all(c.get("agrees") for c in checks)
@@ -102,6 +120,9 @@ def plot_roofline(profile: dict[str, Any], path: str | Path) -> Path:
         peak = profile["datasheet_flops_per_s"].get(dtype)
         if peak:
             ax.axhline(peak, color=color, ls="--", lw=1, label=f"{dtype} datasheet {peak / 1e12:,.1f} TFLOP/s")
+        derived = (profile.get("derived_peak_flops_per_s") or {}).get(dtype)
+        if derived:
+            ax.axhline(derived, color=color, ls="-.", lw=1, label=f"{dtype} derived peak {derived / 1e9:,.0f} GFLOP/s")
     for r in points:
         marker = "o" if r["op"] == "gemm" else "s"
         ax.scatter(
@@ -118,6 +139,7 @@ def plot_roofline(profile: dict[str, Any], path: str | Path) -> Path:
     y_values = [r["flops_per_s"] for r in points] + ceilings
     if y_values:
         peaks = [v for v in profile["datasheet_flops_per_s"].values() if v]
+        peaks += [v for v in (profile.get("derived_peak_flops_per_s") or {}).values() if v]
         y_lo = min(y_values + ([bandwidth * x_lo * 2] if bandwidth else [])) / 2
         ax.set_ylim(y_lo, max(y_values + peaks) * 2)
     ax.set_xlabel("arithmetic intensity (FLOP / byte, minimum traffic)")

@@ -28,6 +28,7 @@ FAST = TimingConfig(num_warmup=1, num_repeats=3, min_repeat_s=0.0, max_call_s=2.
 
 def _tiny_cfg(out_dir: Path) -> KernelsConfig:
     cfg = KernelsConfig(device="cpu", out_dir=str(out_dir), plot=True)
+    cfg.quiet.max_attempts = 1  # tests judge the loop with fakes (test_kernels_profile.py), not real load
     cfg.cpu = SweepConfig(
         dtypes=["fp32", "bf16"], gemm_shapes=[[32, 32, 32], [64, 48, 16]], copy_bytes=2**16, timing=FAST
     )
@@ -170,6 +171,10 @@ def test_compose_rejects_typos_and_types() -> None:
         (lambda c: setattr(c.cpu, "gemm_shapes", []), "cpu.gemm_shapes"),
         (lambda c: setattr(c, "device", "gpu"), "device="),
         (lambda c: setattr(c, "num_threads", 0), "num_threads"),
+        (lambda c: setattr(c.quiet, "max_attempts", 0), "quiet.max_attempts"),
+        (lambda c: setattr(c.quiet, "max_spread_rel", 0.0), "quiet.max_spread_rel"),
+        (lambda c: setattr(c.quiet, "max_other_cpu_share", 1.5), "quiet.max_other_cpu_share"),
+        (lambda c: setattr(c.quiet, "wait_s", -1.0), "quiet.wait_s"),
     ],
 )
 def test_validate_one_line_errors(mutate, needle: str) -> None:
@@ -208,6 +213,7 @@ TINY_OVERRIDES = [
     "cpu.timing.num_warmup=1",
     "cpu.timing.num_repeats=3",
     "cpu.timing.min_repeat_s=0.0",
+    "quiet.max_attempts=1",
 ]
 
 
@@ -216,11 +222,23 @@ def test_cli_writes_profile_table_and_plot_only_under_out_dir(tmp_path: Path) ->
     proc = _run_cli([f"out_dir={out}", *TINY_OVERRIDES], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     name = device_name(CPU)
-    path = profile_path(name, out)
+    threads = torch.get_num_threads()  # the subprocess keeps torch's default too
+    path = profile_path(name, out, threads)
+    assert path.name.endswith(f"-t{threads}.json")  # one CPU profile per thread count
     assert sorted(p.name for p in out.iterdir()) == sorted([path.name, path.with_suffix(".png").name, path.with_suffix(".txt").name])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hw"]  # no outputs/ or .hydra/ anywhere else
-    profile = load_profile(name, root=out)
+    profile = load_profile(name, root=out, num_threads=threads)
     assert profile is not None
+    assert profile["num_threads"] == threads and profile["schema_version"] == 2
+    assert isinstance(profile["quiet"], bool) and profile["measured_at"].endswith("+00:00")
+    assert len(profile["quiet_attempts"]) == 1 and profile["quiet_criteria"]["max_attempts"] == 1
+    for key in ("host_load_avg_start", "host_load_avg_end", "process_cpu_share", "host_other_cpu_share",
+                "host_steal_share", "contended", "contention_reason", "quiet_reason"):
+        assert key in profile
+    # Unquiet is said in one line, and only then.
+    assert ("not quiet:" in proc.stdout) == (not profile["quiet"])
+    assert set(profile["derived_peak_flops_per_s"]) == set(DTYPES)
+    assert "derived" in proc.stdout
     assert profile["achieved_flops_per_s"]["fp32"] > 0 and profile["achieved_flops_per_s"]["bf16"] > 0
     assert all(c["agrees"] for c in profile["flop_counter_check"])
     assert profile["ncu_flop_check"] is None  # disabled by default
@@ -250,8 +268,9 @@ def test_run_with_ncu_enabled_without_gpu_records_skipped(tmp_path: Path, capsys
     cfg.ncu.enabled = True
     profile = run(cfg)
     assert profile["ncu_flop_check"] == {"status": "skipped", "reason": "no CUDA device"}
-    assert load_profile(device_name(CPU), root=tmp_path / "hw") == json.loads(json.dumps(profile))
-    assert not profile_path(device_name(CPU), tmp_path / "hw").with_suffix(".png").exists()
+    threads = torch.get_num_threads()
+    assert load_profile(device_name(CPU), root=tmp_path / "hw", num_threads=threads) == json.loads(json.dumps(profile))
+    assert not profile_path(device_name(CPU), tmp_path / "hw", threads).with_suffix(".png").exists()
     assert "ncu: skipped (no CUDA device)" in capsys.readouterr().out
 
 

@@ -150,14 +150,3 @@ def test_load_profile_ignores_corrupt_file(tmp_path) -> None:
     path.write_text("{not json")
     with pytest.warns(UserWarning):
         assert load_profile("cpu x", root=tmp_path) is None
-
-
-def test_measured_peak_lookup(tmp_path) -> None:
-    from kernels.profile import measured_peak_flops_per_s
-
-    name = "AMD EPYC 7763"
-    assert measured_peak_flops_per_s(name, "fp32", root=tmp_path) is None  # no profile
-    write_profile(_minimal_profile(name), root=tmp_path)
-    assert measured_peak_flops_per_s(name, "fp32", root=tmp_path) == 1.5e11
-    assert measured_peak_flops_per_s(name, "tf32", root=tmp_path) is None  # not measured
-    assert measured_peak_flops_per_s("other device", "fp32", root=tmp_path) is None
