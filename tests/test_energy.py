@@ -6,6 +6,8 @@ codecarbon runs offline on this CPU, into ``tmp_path``.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import math
 import sys
@@ -29,6 +31,8 @@ RESULT_KEYS = {
     "energy_gpu_j", "energy_cpu_j", "energy_ram_j", "energy_total_j",
     "energy_gpu_method", "energy_cpu_method", "energy_ram_method", "energy_gpu_j_per_device",
     "co2_kg", "carbon_intensity_g_per_kwh", "country_iso_code", "co2_method", "driver_version",
+    "warmup_energy_j", "idle_power_w", "energy_above_idle_j",
+    "energy_assumptions",
 }
 
 
@@ -314,6 +318,10 @@ def test_cpu_run_with_codecarbon(in_tmp):
         assert res[f"energy_{part}_j"] > 0
     assert res["energy_total_j"] == pytest.approx(res["energy_cpu_j"] + res["energy_ram_j"])
     assert so_far["energy_total_j"] == pytest.approx(res["energy_total_j"])
+    assert res["warmup_energy_j"] is None  # no warm-up window
+    assert res["idle_power_w"] is None and res["energy_above_idle_j"] is None  # no idle baseline
+    assert set(res["energy_assumptions"]) == {"cpu", "ram"}
+    json.dumps(res, allow_nan=False)  # result.json-safe
     assert res["country_iso_code"] == "USA"
     assert res["carbon_intensity_g_per_kwh"] > 0
     assert res["co2_kg"] == pytest.approx(res["energy_total_j"] / 3.6e6 * res["carbon_intensity_g_per_kwh"] / 1000)
@@ -340,6 +348,8 @@ def test_use_codecarbon_false_gives_nulls(in_tmp):
     for part in ("gpu", "cpu", "ram"):
         assert res[f"energy_{part}_method"] == "none"
     assert res["co2_kg"] is None and res["carbon_intensity_g_per_kwh"] is None and res["co2_method"] == "none"
+    assert res["energy_assumptions"] is None  # nothing estimated
+    assert res["warmup_energy_j"] is None and res["idle_power_w"] is None
     assert res["country_iso_code"] == "FRA"
     assert not (out / "emissions.csv").exists()
 
@@ -361,6 +371,7 @@ def test_codecarbon_failure_degrades_to_none(in_tmp, monkeypatch, caplog):
     assert res["energy_cpu_j"] is None and res["energy_cpu_method"] == "none"
     assert res["energy_ram_j"] is None and res["energy_ram_method"] == "none"
     assert res["energy_total_j"] is None and res["co2_kg"] is None and res["co2_method"] == "none"
+    assert res["energy_assumptions"] is None
 
 
 def test_unknown_country_is_a_one_line_user_error(in_tmp):
@@ -448,6 +459,8 @@ def test_gpu_fallback_to_codecarbon_only_on_an_accelerator_run(in_tmp, monkeypat
         assert res["energy_gpu_method"] == method
         assert (res["energy_gpu_j"] is None) == (method == "none")
         assert res["energy_gpu_j_per_device"] is None
+        # codecarbon's GPU figure, when used, is an estimate with its own entry; never on a CPU run.
+        assert ("gpu" in res["energy_assumptions"]) == (method == "codecarbon_estimate")
 
 
 def test_close_with_an_open_window_is_safe(in_tmp):
@@ -460,3 +473,256 @@ def test_close_with_an_open_window_is_safe(in_tmp):
     assert (in_tmp / "run" / "emissions.csv").is_file()
     with pytest.raises(RuntimeError):
         meter.begin_window()
+
+
+# ------------------------------------------------------------------ energy_assumptions, warm-up, idle
+
+
+def torch_work(seconds: float) -> None:
+    """CPU work that releases the GIL (torch ops), like a training step."""
+    lin = torch.nn.Linear(256, 256)
+    x = torch.randn(128, 256)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        lin(x).sum().backward()
+
+
+def _hw(meter: EnergyMeter, name: str):
+    return next(h for h in meter._tracker._hardware if type(h).__name__ == name)
+
+
+CPU_KEYS = {"method", "model", "codecarbon_mode", "tracking_mode", "load", "tdp_w", "tdp_source", "cpu_model",
+            "num_logical_cpus", "num_sockets", "idle_fraction_of_tdp", "load_exponent", "sample_interval_s",
+            "mean_power_w", "codecarbon_version", "pue"}
+RAM_KEYS = {"method", "model", "tracking_mode", "load", "gb", "gb_basis", "dimms", "watts_per_dimm", "min_watts",
+            "watts", "watts_min", "watts_max", "source", "mean_power_w", "codecarbon_version", "pue"}
+
+
+def _cpu_power_probe(cpu, load_share: float) -> float:
+    """codecarbon's own CPU power (W) for a given load share, from a copy of its CPU object."""
+    probe = copy.copy(cpu)
+    if cpu._tracking_mode == "machine":
+        probe._cpu_load_meter = types.SimpleNamespace(percent=lambda: 100.0 * load_share)
+    else:  # process: load_share x logical CPUs of CPU time over exactly 1 s of wall time
+        now = time.time()
+        probe._last_measurement_time = now - 1.0
+        probe._last_cpu_times = {1: 0.0}
+        probe._get_process_cpu_times = lambda: {1: load_share * cpu._cpu_count}
+        real_time = time.time
+        try:
+            time.time = lambda: now  # the probe's wall clock: exactly 1 s after the last measurement
+            return probe._get_power_from_cpu_load().W
+        finally:
+            time.time = real_time
+    return probe._get_power_from_cpu_load().W
+
+
+@pytest.mark.parametrize("mode", ["process", "machine"])
+def test_assumptions_record_what_codecarbon_used(in_tmp, mode):
+    """Every constant is named, equals what codecarbon's objects hold, and reproduces its figures."""
+    from codecarbon.external.ram import RAM_SLOT_POWER_X86
+
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp / "run", country_iso_code="USA",
+                        tracking_mode=mode)
+    for _ in range(2):
+        meter.begin_window("train")
+        torch_work(0.3)
+        meter.end_window()
+    res = meter.finish()
+    meter.close()
+    a = res["energy_assumptions"]
+    json.dumps(a, allow_nan=False)
+    assert set(a) == {"cpu", "ram"}
+    cpu, ram = _hw(meter, "CPU"), _hw(meter, "RAM")
+    c, r = a["cpu"], a["ram"]
+    assert CPU_KEYS <= set(c), CPU_KEYS - set(c)
+    assert RAM_KEYS <= set(r), RAM_KEYS - set(r)
+    for entry in (c, r):
+        assert entry["codecarbon_version"] == codecarbon.__version__ == "3.3.2"
+        assert entry["tracking_mode"] == mode and entry["load"].startswith(mode)
+        assert entry["pue"] == 1.0
+        assert entry["method"] == "codecarbon_estimate"
+    assert None not in (c["tdp_w"], c["tdp_source"], c["num_logical_cpus"], c["sample_interval_s"], c["mean_power_w"])
+
+    # CPU: the recorded TDP is codecarbon's, its source reproduces it, and the recorded model gives
+    # codecarbon's own power at 0%, 50% and 100% load.
+    assert c["tdp_w"] == float(cpu._tdp) and c["codecarbon_mode"] == cpu._mode == "cpu_load"
+    assert c["num_logical_cpus"] == cpu._cpu_count and c["cpu_model"] == cpu._model
+    assert "unexplained" not in c["tdp_source"]
+    for share in (0.0, 0.5, 1.0):
+        idle = c["idle_fraction_of_tdp"]
+        from_record = c["tdp_w"] * (idle + (1 - idle) * share ** c["load_exponent"])
+        assert from_record == pytest.approx(_cpu_power_probe(cpu, share), rel=1e-3), share
+    if mode == "process":
+        # The process model on our own CPU-time reads agrees with codecarbon's sampled figure.
+        assert c["expected_j_from_process_cpu_s"] == pytest.approx(res["energy_cpu_j"], rel=0.25)
+    else:
+        assert "expected_j_from_process_cpu_s" not in c
+
+    # RAM: per-DIMM watts and the floor are codecarbon's; the DIMM guess and watts are what its RAM
+    # object gives for the recorded size; the energy is those watts over the train windows.
+    assert r["watts_per_dimm"] == RAM_SLOT_POWER_X86 == 5
+    assert r["min_watts"] == 2 * RAM_SLOT_POWER_X86
+    assert r["dimms"] == ram._estimate_dimm_count(r["gb"])
+    assert r["watts"] == ram._calculate_ram_power(r["gb"]) == energy.ram_model_watts(r["dimms"], 5.0, 10.0)
+    assert r["watts_min"] == r["watts_max"] == r["watts"]
+    assert res["energy_ram_j"] == pytest.approx(r["watts"] * meter._seconds["train"], rel=0.05)
+    if mode == "process":
+        assert r["gb"] < 8 and "resident" in r["gb_basis"]  # this test process, not the machine
+    else:
+        import psutil
+
+        assert r["gb"] == pytest.approx(psutil.virtual_memory().total / 2**30) and "total memory" in r["gb_basis"]
+
+
+def test_ram_model_restatement_matches_codecarbon():
+    """``ram_model_watts`` (what the record's model string says) equals codecarbon's RAM power, x86 and ARM."""
+    from codecarbon.external.ram import RAM
+
+    x86, arm = RAM(tracking_mode="machine"), RAM(tracking_mode="machine")
+    x86.is_arm_cpu, arm.is_arm_cpu = False, True
+    for gb in (0.5, 3, 8, 16, 24, 48, 100, 256, 1024, 4096):
+        dimms = x86._estimate_dimm_count(gb)
+        assert energy.ram_model_watts(dimms, 5.0, 10.0) == pytest.approx(x86._calculate_ram_power(gb)), gb
+        assert energy.ram_model_watts(dimms, energy.CC_RAM_ARM_W_PER_DIMM, energy.CC_RAM_ARM_MIN_W) == pytest.approx(
+            arm._calculate_ram_power(gb)), gb
+
+
+def test_tdp_source_explains_each_codecarbon_origin():
+    from codecarbon.core.cpu import DEFAULT_POWER_PER_CORE
+    from codecarbon.external.hardware import CPU, POWER_CONSTANT
+    from codecarbon.input import DataSource
+
+    def tracker(sockets=1, forced=None):
+        return types.SimpleNamespace(_conf={"cpu_physical_count": sockets}, _force_cpu_power=forced)
+
+    row = DataSource().get_cpu_power_data().iloc[0]  # a model codecarbon knows
+    known = _bare(CPU, _tdp=float(row["TDP"]) * 2, _model=row["Name"], _cpu_count=16)
+    expected = f"cpu_power.csv row {row['Name']!r}: {float(row['TDP']):g} W x 2 socket(s)"
+    assert expected in energy.cpu_tdp_source(known, tracker(2))
+    unknown = _bare(CPU, _tdp=DEFAULT_POWER_PER_CORE * 2, _model="AMD EPYC", _cpu_count=2)
+    assert energy.cpu_tdp_source(unknown, tracker()).startswith(
+        f"codecarbon default {DEFAULT_POWER_PER_CORE} W/thread x 2 threads x 1 socket(s)")
+    assert "'AMD EPYC' is not in its cpu_power.csv" in energy.cpu_tdp_source(unknown, tracker())
+    forced = _bare(CPU, _tdp=120, _model="x", _cpu_count=2)
+    assert "force_cpu_power=120 W" in energy.cpu_tdp_source(forced, tracker(forced=120))
+    generic = _bare(CPU, _tdp=POWER_CONSTANT, _model="Mystery", _cpu_count=3)
+    assert f"generic {POWER_CONSTANT} W" in energy.cpu_tdp_source(generic, tracker())
+    # A value none of codecarbon's sources gives is never explained away.
+    odd = _bare(CPU, _tdp=7.0, _model="AMD EPYC", _cpu_count=2)
+    assert energy.cpu_tdp_source(odd, tracker()).startswith("unexplained")
+
+
+def test_warmup_windows_are_kept_apart(in_tmp):
+    out = in_tmp / "run"
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=out, country_iso_code="USA")
+    assert meter.so_far()["energy_total_j"] is None  # before any train window: unknown, not 0
+    meter.begin_window("warmup")
+    torch_work(0.2)
+    meter.end_window()
+    assert meter.so_far()["energy_total_j"] is None  # warm-up is never in the training figures
+    meter.begin_window("train")
+    torch_work(0.2)
+    meter.end_window()
+    train_so_far = meter.so_far()
+    meter.begin_window("warmup")  # a second warm-up window adds to the first
+    torch_work(0.1)
+    meter.end_window()
+    res = meter.finish()
+    meter.close()
+    assert res["energy_total_j"] == pytest.approx(train_so_far["energy_total_j"])
+    assert res["co2_kg"] == pytest.approx(train_so_far["co2_kg"])
+    assert res["warmup_energy_j"] > 0
+    assert meter.num_windows_by_kind == {"train": 1, "warmup": 2, "idle": 0}
+    # emissions.csv is codecarbon's whole record: every window, warm-up included, one task row each.
+    row = pd.read_csv(out / "emissions.csv").iloc[-1]
+    assert row["energy_consumed"] * 3.6e6 == pytest.approx(res["energy_total_j"] + res["warmup_energy_j"], rel=1e-6)
+    tasks = pd.read_csv(next(out.glob("emissions_energy_windows_*.csv")))
+    assert sorted(tasks["task_name"]) == ["train_0", "warmup_0", "warmup_1"]
+
+
+def test_window_misuse_raises(in_tmp):
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp, country_iso_code="USA", use_codecarbon=False)
+    with pytest.raises(ValueError, match="valid: train, warmup"):
+        meter.begin_window("eval")
+    meter.begin_window("warmup")
+    assert meter.window_open == "warmup"
+    with pytest.raises(RuntimeError, match="'warmup' window is already open"):
+        meter.begin_window("train")
+    with pytest.raises(RuntimeError):
+        meter.measure_idle(0.01)
+    meter.end_window()
+    with pytest.raises(ValueError):
+        meter.measure_idle(0)
+    res = meter.finish()
+    meter.close()
+    assert res["warmup_energy_j"] is None  # no component measured
+    with pytest.raises(ValueError, match="tracking_mode"):
+        EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp, country_iso_code="USA", use_codecarbon=False,
+                    tracking_mode="node")
+
+
+def test_idle_baseline_on_power_sampling(in_tmp, fake_nvml):
+    """GPU at 50 W idle and 150 W training (NVML power sampling, faked): idle 50 W, 100 W above it."""
+    nv = fake_nvml(num_devices=1, counter=False)
+    nv.power_fn = lambda i, t: 50_000
+    meter = EnergyMeter(device=torch.device("cuda", 0), output_dir=in_tmp, country_iso_code="USA",
+                        use_codecarbon=False, nvml_sample_interval_s=0.02)
+    meter.measure_idle(0.25)
+    nv.power_fn = lambda i, t: 150_000
+    meter.begin_window("train")
+    time.sleep(0.3)
+    meter.end_window()
+    res = meter.finish()
+    meter.close()
+    train_s = meter._seconds["train"]
+    # The NVML window lies within the meter's window (up to a few ms under load).
+    assert res["idle_power_w"] == pytest.approx(50.0, rel=0.05)
+    assert meter._idle_power_w() == {"gpu": pytest.approx(50.0, rel=0.05), "cpu": None, "ram": None}
+    assert res["energy_gpu_j"] == pytest.approx(150.0 * train_s, rel=0.05)
+    assert res["energy_above_idle_j"] == pytest.approx(res["energy_gpu_j"] - res["idle_power_w"] * train_s)
+    assert res["energy_above_idle_j"] == pytest.approx(100.0 * train_s, rel=0.08)
+    assert res["energy_assumptions"] is None  # the GPU is measured, nothing is estimated
+
+
+def test_idle_baseline_with_codecarbon_is_labelled_an_estimate(in_tmp):
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp / "run", country_iso_code="USA")
+    meter.measure_idle(0.3)
+    meter.begin_window("train")
+    torch_work(0.3)
+    meter.end_window()
+    res = meter.finish()
+    meter.close()
+    by = {part: res["energy_assumptions"][part]["idle_power_w"] for part in ("cpu", "ram")}
+    assert meter._idle_power_w() == {"gpu": None, **by}
+    assert res["idle_power_w"] == pytest.approx(by["cpu"] + by["ram"])
+    train_s = meter._seconds["train"]
+    assert res["energy_above_idle_j"] == pytest.approx(res["energy_total_j"] - res["idle_power_w"] * train_s)
+    # Process tracking, sleeping: this process's CPU time is ~0, so the model's CPU idle is ~0 W; RAM
+    # is the same DIMM guess (its floor for this small process).
+    assert by["cpu"] < 0.5
+    assert by["ram"] == pytest.approx(res["energy_assumptions"]["ram"]["watts"], rel=0.05)
+    for part in ("cpu", "ram"):
+        entry = res["energy_assumptions"][part]
+        assert entry["idle_window_s"] == pytest.approx(0.3, rel=0.2)
+        assert "not a measurement" in entry["idle_note"]
+    assert res["energy_total_j"] == pytest.approx(meter.so_far()["energy_total_j"])  # idle is not training
+
+
+def test_config_tracking_mode_is_typed_and_reaches_the_meter(in_tmp):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from harness.config import CodecarbonTrackingMode, MeasureConfig
+
+    cfg = OmegaConf.structured(MeasureConfig)
+    assert cfg.codecarbon_tracking_mode == "process" and cfg.idle_baseline_s == 0.0
+    cfg.codecarbon_tracking_mode = "machine"
+    assert cfg.codecarbon_tracking_mode is CodecarbonTrackingMode.machine
+    with pytest.raises(ValidationError, match="expected one of"):
+        cfg.codecarbon_tracking_mode = "node"
+    json.dumps(OmegaConf.to_container(cfg, resolve=True))  # the resolved config stays JSON-safe
+    meter = EnergyMeter(device=torch.device("cpu"), output_dir=in_tmp, country_iso_code="USA", use_codecarbon=False,
+                        tracking_mode=cfg.codecarbon_tracking_mode)
+    assert meter.tracking_mode == "machine"
+    meter.close()
