@@ -265,7 +265,9 @@ def flops_per_cycle(cpu: CpuIdentity) -> tuple[Optional[int], str]:
             if "avx512f" in f:
                 return 32, (f"AVX-512 on AMD Zen 4: 2 x 256-bit FMA pipes, a 512-bit op uses both "
                             f"[{_SOURCES['amd_zen4']}]")
-            return 32, f"AVX2 + FMA on AMD Zen 3: 2 x 256-bit FMA pipes [{_SOURCES['amd_19h']}]"
+            # Zen 3, or a Zen 4 whose hypervisor hides AVX-512: both have 2 x 256-bit FMA pipes.
+            return 32, (f"AVX2 + FMA on AMD family 19h (Zen 3, or Zen 4 without AVX-512 exposed): "
+                        f"2 x 256-bit FMA pipes [{_SOURCES['amd_19h']}; {_SOURCES['amd_zen4']}]")
         if family == 0x1A:  # Zen 5: 512-bit datapaths on EPYC 9005 and Ryzen 9000 desktop only
             name = cpu.model_name or ""
             if re.search(r"\bEPYC\b", name) or re.search(r"\bRyzen \d+ 9\d{3}", name):
