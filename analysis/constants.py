@@ -45,6 +45,44 @@ COMPUTE_SHORT: dict[str, str] = {
 TRAINING_MEASURES: tuple[str, ...] = (
     "network_operations", "hardware_burden", "hardware_burden_consolidated",
 )
+# Measures built from wall-clock time (hardware burden = devices x peak x time, Thompson et al.
+# sec. 2): a run slowed by other jobs on its host inflates them, so contended runs are left out of
+# these fits (and of joules per FLOP) unless fit.include_contended=true.
+TIME_MEASURES: tuple[str, ...] = ("hardware_burden", "hardware_burden_consolidated")
+# Training-compute measures with a cumulative value at every evaluation (curve.csv columns), on
+# which the compute-efficient frontier is fitted (Kaplan et al. 2020, arXiv 2001.08361, fig. 2;
+# Hoffmann et al. 2022, arXiv 2203.15556, sec. 3.1: the lowest loss reached at each compute).
+FRONTIER_MEASURES: dict[str, str] = {
+    "network_operations": "train_flops",
+    "hardware_burden": "hardware_burden_flops",
+}
+
+# --- Datasets -------------------------------------------------------------------------------
+# The dataset each literature benchmark is evaluated on, as the harness names it in result.json
+# ``dataset`` (harness data registry: ``data.name``). A measured run on any other dataset (e.g.
+# fashion_mnist or cifar10 for imagenet) is a proxy: fitted on its own, never with the literature.
+BENCHMARK_DATASET: dict[str, str] = {
+    "imagenet": "imagenet",
+    "coco": "coco",
+    "squad1.1": "squad1.1",
+    "conll2003": "conll2003",
+    "wmt2014_en_fr": "wmt2014_en_fr",
+    "wmt2014_en_de": "wmt2014_en_de",
+}
+# result.json config keys that do not change what is trained or evaluated (the lead's contract
+# for issue 7): runs that differ only in these are replicates of one configuration. A key listed
+# here also covers everything below it (``measure`` covers ``measure.codecarbon``).
+NON_IDENTITY_CONFIG_KEYS: tuple[str, ...] = (
+    "seed", "run_name", "measure", "device", "data.root", "data.download", "trainer.progress",
+)
+
+# --- Energy methods (DESIGN.md result schema, energy_*_method) ---------------------------------
+# codecarbon without a hardware counter models power from a TDP table (or a per-thread default)
+# and RAM from a per-DIMM constant: an estimate, not a measurement.
+ESTIMATED_ENERGY_METHODS: tuple[str, ...] = ("codecarbon_estimate",)
+# Hardware energy counters or sampled board power: measurements.
+MEASURED_ENERGY_METHODS: tuple[str, ...] = ("rapl", "nvml_counter", "nvml_power_sampling")
+ENERGY_COMPONENTS: tuple[str, ...] = ("cpu", "gpu", "ram")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Thompson et al. consolidate hardware burden by predicting it, for papers that re
 network operations, from a log10-log10 OLS of hardware burden on network operations fitted on
 the rows that report both. The prediction is fitted per benchmark; a benchmark with fewer than
 ``min_points`` such rows (MS COCO has none) uses the fit pooled over all benchmarks of the same
-source, and says so.
+source, and says so. Measured runs are consolidated per (benchmark, dataset, eval set) group,
+with no pooled fallback (:mod:`analysis.points`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ import pandas as pd
 import statsmodels.api as sm
 
 
+_SCOPES = {"benchmark": "this benchmark", "pooled": "pooled over benchmarks",
+           "group": "this dataset and eval set only"}
+
+
 @dataclass
 class ConsolidationFit:
     """log10(hardware_burden) = a + b * log10(network_operations)."""
@@ -24,7 +29,7 @@ class ConsolidationFit:
     b: float
     r2: float
     n: int
-    scope: str  # "benchmark" or "pooled"
+    scope: str  # "benchmark", "pooled" or "group" (a measured dataset and eval set)
     num_predicted: int = 0  # rows of the benchmark that received a prediction
 
     def predict(self, network_operations: pd.Series) -> pd.Series:
@@ -33,7 +38,7 @@ class ConsolidationFit:
     def describe(self) -> str:
         return (f"{self.num_predicted} row(s) predicted by log10(HB) = {self.a:.3f} + {self.b:.3f} "
                 f"log10(NO), R2={self.r2:.3f}, fitted on n={self.n} rows reporting both "
-                f"({'this benchmark' if self.scope == 'benchmark' else 'pooled over benchmarks'})")
+                f"({_SCOPES.get(self.scope, self.scope)})")
 
 
 def _fit_pairs(df: pd.DataFrame, scope: str, min_points: int) -> Optional[ConsolidationFit]:
@@ -47,15 +52,21 @@ def _fit_pairs(df: pd.DataFrame, scope: str, min_points: int) -> Optional[Consol
                             len(both), scope)
 
 
-def consolidate(points: pd.DataFrame, min_points: int) -> tuple[pd.DataFrame, dict[str, Optional[ConsolidationFit]]]:
-    """Add ``hardware_burden_consolidated`` to every row; return the fit used per benchmark."""
+def consolidate(points: pd.DataFrame, min_points: int, by: str = "benchmark",
+                pooled_fallback: bool = True) -> tuple[pd.DataFrame, dict[str, Optional[ConsolidationFit]]]:
+    """Add ``hardware_burden_consolidated`` to every row; return the fit used per ``by`` value.
+
+    Measured runs pass their (benchmark, dataset, eval set) group as ``by`` and no pooled
+    fallback, so one dataset's runs never borrow another's relation.
+    """
     points = points.copy()
     points["hardware_burden_consolidated"] = points["hardware_burden"]
-    pooled = _fit_pairs(points, "pooled", min_points) if not points.empty else None
+    pooled = (_fit_pairs(points, "pooled", min_points)
+              if pooled_fallback and not points.empty else None)
     used: dict[str, Optional[ConsolidationFit]] = {}
-    for bench, idx in points.groupby("benchmark", sort=False).groups.items():
+    for bench, idx in points.groupby(by, sort=False).groups.items():
         sub = points.loc[idx]
-        fit = _fit_pairs(sub, "benchmark", min_points) or pooled
+        fit = _fit_pairs(sub, "benchmark" if by == "benchmark" else "group", min_points) or pooled
         if fit is None:
             used[bench] = None
             continue

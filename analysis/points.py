@@ -1,0 +1,224 @@
+"""From measured runs to the points a fit sees: groups, replicates, contention and the frontier.
+
+- **Groups.** Measured runs are fitted per (benchmark, dataset, eval set). A dataset that is not
+  the benchmark's own (``proxy``) is never pooled with another dataset nor fitted with the
+  literature; runs evaluated on a subset (or on another number of samples) are never pooled with
+  full-test-set runs (``eval_set``, see :mod:`analysis.measured`).
+- **Replicates.** Runs of one configuration (same ``config_id``: same config apart from seed, run
+  name, output paths and measurement settings) become one point: the mean error and the mean
+  compute, with their standard deviations (ddof=1; null for a single run) and the run count. A
+  fit's ``n`` counts these points, not runs.
+- **Contention.** Hardware burden is devices x peak x *time* (Thompson et al. sec. 2), so a run
+  slowed by other jobs inflates it. Runs with ``contended: true`` leave the time-based measures
+  (:data:`analysis.constants.TIME_MEASURES`) and joules per FLOP unless
+  ``fit.include_contended=true``; ``contended: null`` (older files) counts as not contended and
+  is counted apart.
+- **Frontier.** From every evaluation row of a group's runs (curve.csv), the compute-efficient
+  frontier is the set of non-dominated (compute, error) pairs: for each compute, the lowest error
+  any run had reached by then (Kaplan et al. 2020, arXiv 2001.08361, fig. 2; Hoffmann et al. 2022,
+  arXiv 2203.15556, sec. 3.1). It is built for the training-compute measures that curve.csv
+  records cumulatively (:data:`analysis.constants.FRONTIER_MEASURES`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.constants import (
+    BENCHMARK_SPECS, COMPUTE_MEASURES, FRONTIER_MEASURES, TIME_MEASURES,
+)
+from analysis.measures import ConsolidationFit, consolidate
+
+GROUP_COLUMNS = ["benchmark", "dataset", "eval_set"]
+POINT_COLUMNS = ["benchmark", "dataset", "eval_set", "proxy", "points", "compute_measure",
+                 "config_id", "config", "num_runs", "compute_flops", "compute_flops_std",
+                 "error", "error_std", "run_ids", "seeds", "eval_index"]
+
+
+@dataclass
+class MeasuredGroup:
+    """The measured runs of one (benchmark, dataset, eval set), as fit-ready points."""
+
+    benchmark: str
+    dataset: str
+    eval_set: str
+    proxy: bool
+    runs: pd.DataFrame  # status-ok runs; time measures null where contention leaves them out
+    # compute measure -> points with columns [measure, "error", "year", ...] (see merge_replicates)
+    final: dict[str, pd.DataFrame] = field(default_factory=dict)
+    frontier: dict[str, pd.DataFrame] = field(default_factory=dict)
+    consolidation: ConsolidationFit | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.benchmark, self.dataset, self.eval_set)
+
+    @property
+    def label(self) -> str:
+        title = BENCHMARK_SPECS[self.benchmark].title
+        kind = f"proxy for {title}" if self.proxy else title
+        return f"{self.dataset} ({kind}; eval {self.eval_set})"
+
+    @property
+    def name(self) -> str:
+        """File-name stem of the group's own figure."""
+        raw = f"measured_{self.benchmark}_{self.dataset}_{self.eval_set}"
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("_")
+
+    @property
+    def min_error(self) -> float:
+        return float(self.runs["error"].min()) if len(self.runs) else math.nan
+
+
+@dataclass
+class MeasuredSummary:
+    """Counts the report and the terminal summary state."""
+
+    num_contended: int = 0          # ok runs marked contended
+    num_contended_excluded: int = 0  # ... and left out of time-based fits and J/FLOP
+    num_contention_unknown: int = 0  # ok runs whose result.json has no contention record
+    curve_counts: dict[str, int] = field(default_factory=dict)
+    num_runs: int = 0
+    num_configs: int = 0
+
+
+def contended_mask(values: pd.Series) -> pd.Series:
+    """True where a run says ``contended: true``; False for false and for no record (null)."""
+    return values.map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)).astype(bool)
+
+
+def _varying_config(runs: pd.DataFrame) -> dict[str, str]:
+    """config_id -> the identity keys whose values differ across the group's configurations."""
+    parsed = {}
+    for cid, ident in runs.groupby("config_id", sort=True)["config_identity"].first().items():
+        try:
+            obj = json.loads(ident)
+        except ValueError:
+            obj = ident
+        if isinstance(obj, list):
+            obj = dict(o.split("=", 1) if "=" in o else (o, "") for o in obj)
+        parsed[cid] = obj if isinstance(obj, dict) else {"config": obj}
+    keys = sorted({k for d in parsed.values() for k in d})
+    varying = [k for k in keys if len({json.dumps(d.get(k), default=str) for d in parsed.values()}) > 1]
+    return {cid: " ".join(f"{k}={d.get(k)}" for k in varying) or "(single configuration)"
+            for cid, d in parsed.items()}
+
+
+def merge_replicates(runs: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """One point per configuration among runs with both ``measure`` and error known.
+
+    Columns: ``config_id``, ``num_runs``, ``measure`` (mean), ``compute_flops_std``, ``error``
+    (mean), ``error_std``, ``year`` (mean start year, for polynomial_year), ``run_ids``, ``seeds``.
+    Standard deviations use ddof=1 and are null for a single run.
+    """
+    d = runs.dropna(subset=[measure, "error"])
+    cols = ["config_id", "num_runs", measure, "compute_flops_std", "error", "error_std", "year",
+            "run_ids", "seeds"]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for cid, g in d.groupby("config_id", sort=True):
+        seeds = sorted({int(s) for s in g["seed"].dropna()})
+        rows.append({
+            "config_id": cid, "num_runs": len(g), measure: float(g[measure].mean()),
+            "compute_flops_std": float(g[measure].std(ddof=1)) if len(g) > 1 else math.nan,
+            "error": float(g["error"].mean()),
+            "error_std": float(g["error"].std(ddof=1)) if len(g) > 1 else math.nan,
+            "year": float(g["year"].mean()) if g["year"].notna().any() else math.nan,
+            "run_ids": " ".join(str(r) for r in g["run_id"].fillna(g["path"])),
+            "seeds": " ".join(map(str, seeds)),
+        })
+    return pd.DataFrame(rows, columns=cols).sort_values(measure, kind="mergesort").reset_index(drop=True)
+
+
+def frontier(rows: pd.DataFrame, x: str, y: str = "error") -> pd.DataFrame:
+    """Non-dominated rows (lower ``x`` and lower ``y`` are better), sorted by ``x``.
+
+    A row is kept when its ``y`` is strictly below every ``y`` at equal or smaller ``x``: for each
+    compute level, the lowest error reached by then. Rows with ``x`` or ``y`` null or not positive
+    (nothing trained yet, or an error of 0 that a log scale cannot hold) are left out.
+    """
+    d = rows.dropna(subset=[x, y])
+    d = d[(d[x] > 0) & (d[y] > 0)]
+    d = d.sort_values([x, y], kind="mergesort")
+    best, keep = math.inf, []
+    for i, v in zip(d.index, d[y].to_numpy(float)):
+        if v < best:
+            keep.append(i)
+            best = v
+    return d.loc[keep].reset_index(drop=True)
+
+
+def build_groups(runs: pd.DataFrame, curves: pd.DataFrame, curve_counts: dict[str, int],
+                 include_contended: bool, min_points: int) -> tuple[list[MeasuredGroup], MeasuredSummary]:
+    """Measured groups with their final and frontier points; ``runs`` are the fittable runs."""
+    summary = MeasuredSummary(curve_counts=dict(curve_counts))
+    if runs.empty:
+        return [], summary
+    runs = runs.copy()
+    contended = contended_mask(runs["contended"])
+    summary.num_runs = len(runs)
+    summary.num_contended = int(contended.sum())
+    summary.num_contention_unknown = int(runs["contended"].isna().sum())
+    if not include_contended:
+        summary.num_contended_excluded = summary.num_contended
+        # Blank the time-based numbers of contended runs: they drop out of every time-based fit,
+        # of the consolidation fit and of J/FLOP, and keep their FLOP counts and error.
+        runs.loc[contended, ["hardware_burden", "train_time_s", "energy_total_j"]] = math.nan
+    runs["_group"] = runs["benchmark"] + "|" + runs["dataset"] + "|" + runs["eval_set"]
+    # Consolidated burden per group only: the burden-on-operations relation is never borrowed
+    # from another dataset (no pooled fallback for measured runs).
+    runs, cons = consolidate(runs, min_points, by="_group", pooled_fallback=False)
+    if not include_contended:
+        runs.loc[contended, "hardware_burden_consolidated"] = math.nan
+    runs = runs.assign(_contended=contended)
+    summary.num_configs = int(runs.groupby(["_group", "config_id"]).ngroups)
+
+    groups = []
+    for (bench, ds, ev), g in runs.groupby(GROUP_COLUMNS, sort=True):
+        grp = MeasuredGroup(bench, ds, ev, bool(g["proxy"].iloc[0]),
+                            g.drop(columns=["_group"]).reset_index(drop=True),
+                            consolidation=cons.get(f"{bench}|{ds}|{ev}"))
+        for m in COMPUTE_MEASURES:
+            grp.final[m] = merge_replicates(grp.runs, m)
+        c = curves[curves["path"].isin(g["path"])] if not curves.empty else curves
+        for m, col in FRONTIER_MEASURES.items():
+            src = c
+            if m in TIME_MEASURES and not include_contended and not c.empty:
+                src = c[~c["path"].isin(g.loc[g["_contended"], "path"])]
+            f = frontier(src, col) if not src.empty else src
+            f = f.merge(g[["path", "run_id", "config_id", "year"]], on="path", how="left") if len(f) else f
+            grp.frontier[m] = (f.rename(columns={col: m}) if len(f)
+                               else pd.DataFrame(columns=[m, "error", "year"]))
+        groups.append(grp)
+    return groups, summary
+
+
+def points_table(groups: list[MeasuredGroup]) -> pd.DataFrame:
+    """Every point behind every measured fit, long format (written as measured_points.csv)."""
+    rows = []
+    for grp in groups:
+        labels = _varying_config(grp.runs)
+        base = {"benchmark": grp.benchmark, "dataset": grp.dataset, "eval_set": grp.eval_set,
+                "proxy": grp.proxy}
+        for m, pts in grp.final.items():
+            for _, p in pts.iterrows():
+                rows.append({**base, "points": "final", "compute_measure": m,
+                             "config_id": p["config_id"], "config": labels.get(p["config_id"], ""),
+                             "num_runs": int(p["num_runs"]), "compute_flops": p[m],
+                             "compute_flops_std": p["compute_flops_std"], "error": p["error"],
+                             "error_std": p["error_std"], "run_ids": p["run_ids"],
+                             "seeds": p["seeds"], "eval_index": math.nan})
+        for m, pts in grp.frontier.items():
+            for _, p in pts.iterrows():
+                rows.append({**base, "points": "frontier", "compute_measure": m,
+                             "config_id": p["config_id"], "config": labels.get(p["config_id"], ""),
+                             "num_runs": 1, "compute_flops": p[m], "compute_flops_std": math.nan,
+                             "error": p["error"], "error_std": math.nan, "run_ids": p["run_id"],
+                             "seeds": "", "eval_index": p["eval_index"]})
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
