@@ -11,11 +11,30 @@ The OLS fits are exactly the notebooks' ``ols('I(np.log10(err)) ~ I(np.log10(com
 rows missing either variable are dropped and the standard errors are the classical ones. For
 QuantReg, statsmodels' defaults are kept (IRLS, robust covariance, Epanechnikov kernel,
 Hall-Sheather bandwidth) and R^2 is its pseudo R^2 (``prsquared``, Koenker and Machado 1999).
+
+A fit with under 3 residual degrees of freedom (n - 2 < 3 for the two-coefficient forms, n - 3 < 3
+for ``polynomial_year``) gets its estimate but no k interval and no confidence band: with one or
+two residual d.o.f. the t quantile and a bootstrap over three points say nothing useful.
+
+Each fit is one row of fits.csv, identified by ``benchmark``, ``dataset``, ``eval_set``,
+``source``, ``points``, ``compute_measure`` and ``model_form``:
+
+- ``dataset``: the literature rows carry the benchmark's own dataset
+  (:data:`analysis.constants.BENCHMARK_DATASET`); measured rows the runs' ``dataset``.
+- ``eval_set``: ``published`` for the literature; for measured runs ``full n=N``,
+  ``subset n=N`` or ``unrecorded n=N`` (the result.json predates ``eval_is_subset``).
+- ``points``: ``published`` (the literature), ``final`` (one point per measured configuration,
+  replicates merged) or ``frontier`` (the compute-efficient frontier over every evaluation in
+  the runs' curve.csv; polynomial and exponential forms, training-compute measures only).
+- ``proxy``: true for a measured dataset that is not the benchmark's own.
+- ``n``: distinct points (configurations, or frontier points); ``num_runs``: the runs behind
+  them (null for the literature).
 """
 from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -24,8 +43,13 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.regression.quantile_regression import QuantReg
 
-FIT_COLUMNS = ["benchmark", "source", "compute_measure", "model_form", "a", "b", "b_se", "r2", "n",
-               "k", "k_ci_low", "k_ci_high", "year_coef", "a_se", "year_coef_se", "r2_kind", "note"]
+from analysis.constants import BENCHMARK_DATASET
+
+FIT_COLUMNS = ["benchmark", "dataset", "eval_set", "source", "points", "proxy", "compute_measure",
+               "model_form", "a", "b", "b_se", "r2", "n", "num_runs", "k", "k_ci_low", "k_ci_high",
+               "year_coef", "a_se", "year_coef_se", "r2_kind", "note"]
+# Fewer residual degrees of freedom than this: no k interval and no confidence band.
+MIN_DOF_FOR_INTERVAL = 3
 
 
 def quantile_form(q: float) -> str:
@@ -53,6 +77,12 @@ class Fit:
     year_coef: float = math.nan
     year_coef_se: float = math.nan
     note: str = ""
+    dataset: str = ""
+    eval_set: str = ""
+    points: str = "published"
+    proxy: bool = False
+    num_runs: float = math.nan
+    min_error: float = math.nan  # lowest error among the fitted points
     # For drawing the line and its band (polynomial forms).
     cov: Optional[np.ndarray] = field(default=None, repr=False)
     df_resid: float = math.nan
@@ -64,6 +94,14 @@ class Fit:
 
     def row(self) -> dict:
         return {c: getattr(self, c) for c in FIT_COLUMNS}
+
+    @property
+    def group(self) -> tuple[str, str, str, str, str]:
+        """(benchmark, dataset, eval_set, source, points): the data a fit was made on."""
+        return (self.benchmark, self.dataset, self.eval_set, self.source, self.points)
+
+    def add_note(self, text: str) -> None:
+        self.note = f"{self.note}; {text}" if self.note else text
 
 
 def k_from_b(b: float) -> float:
@@ -169,12 +207,22 @@ def _too_few(fit: Fit, need: int, what: str = "points") -> Fit:
 
 
 def fit_one(data: pd.DataFrame, benchmark: str, source: str, measure: str, form: str, q: float,
-            min_points: int, resamples: int, ci_level: float, rng: np.random.Generator) -> Fit:
-    """Fit one model form of error on one compute measure; never raises on thin data."""
+            min_points: int, resamples: int, ci_level: float, rng: np.random.Generator, *,
+            dataset: str = "", eval_set: str = "", points: str = "published", proxy: bool = False,
+            num_runs: float = math.nan, interval: bool = True) -> Fit:
+    """Fit one model form of error on one compute measure; never raises on thin data.
+
+    ``interval=False`` gives the estimate without a k interval or confidence band (used for
+    frontier points, which share runs and are not independent draws). The keyword-only
+    arguments label the fit (see the module docstring).
+    """
     name = quantile_form(q) if form == "quantile" else form
     cols = [measure, "error"] + (["year"] if form == "polynomial_year" else [])
     d = data.dropna(subset=cols)
-    fit = Fit(benchmark, source, measure, name, n=len(d))
+    fit = Fit(benchmark, source, measure, name, n=len(d), dataset=dataset, eval_set=eval_set,
+              points=points, proxy=proxy, num_runs=num_runs)
+    if len(d):
+        fit.min_error = float(d["error"].min())
     need = min_points + (1 if form == "polynomial_year" else 0)
     if len(d) < need:
         return _too_few(fit, need)
@@ -216,12 +264,26 @@ def fit_one(data: pd.DataFrame, benchmark: str, source: str, measure: str, form:
     fit.a, fit.b, fit.a_se, fit.b_se = params[0], params[1], bse[0], bse[1]
     if form == "polynomial_year":
         fit.year_coef, fit.year_coef_se = params[2], bse[2]
+    num_coef = 3 if form == "polynomial_year" else 2
+    dof = len(d) - num_coef
+    no_interval = ""
+    if dof < MIN_DOF_FOR_INTERVAL:
+        no_interval = (f"n-{num_coef}={dof} residual d.o.f. (< {MIN_DOF_FOR_INTERVAL}): no k "
+                       "interval or confidence band")
+    elif not interval:
+        no_interval = "frontier points share runs, not independent: no k interval or band"
+    if no_interval:
+        fit.cov = None  # no band either
     if form == "exponential":
+        if no_interval:
+            fit.add_note(no_interval)
         return fit  # k is defined for the polynomial (power-law) forms only
     fit.k = k_from_b(fit.b)
     if math.isnan(fit.k):
-        fit.note = (fit.note + "; " if fit.note else "") + "b >= 0: error does not fall with compute, k undefined"
-    if resamples > 0:
+        fit.add_note("b >= 0: error does not fall with compute, k undefined")
+    if no_interval:
+        fit.add_note(no_interval)
+    elif resamples > 0:
         kind = "quantile" if form == "quantile" else form
         draws = bootstrap_b(kind, x, y, year, q, resamples, rng)
         draws = draws[np.isfinite(draws)]
@@ -233,11 +295,14 @@ def fit_one(data: pd.DataFrame, benchmark: str, source: str, measure: str, form:
 
 
 FORMS = ("polynomial", "exponential", "polynomial_year", "quantile")
+# On the frontier only the two forms of the paper's main text: the year form needs publication
+# years, and a quantile of a frontier is a frontier of a frontier.
+FRONTIER_FORMS = ("polynomial", "exponential")
 
 
 def fit_all(points: pd.DataFrame, source: str, measures: tuple[str, ...], benchmarks: tuple[str, ...],
             q: float, min_points: int, resamples: int, ci_level: float, seed: int) -> list[Fit]:
-    """Every (benchmark, measure, form) for one source, in a fixed order.
+    """Every (benchmark, measure, form) for the literature, in a fixed order.
 
     Each fit's random stream derives from ``seed``, the benchmark and the form, so adding or
     dropping one benchmark does not change the intervals of the others.
@@ -252,7 +317,36 @@ def fit_all(points: pd.DataFrame, source: str, measures: tuple[str, ...], benchm
                 # same stream for every measure: identical data give identical intervals
                 rng = np.random.default_rng([seed, bi, fi])
                 fits.append(fit_one(data, bench, source, measure, form, q, min_points, resamples,
-                                    ci_level, rng))
+                                    ci_level, rng, dataset=BENCHMARK_DATASET.get(bench, bench),
+                                    eval_set="published", points="published"))
+    return fits
+
+
+def fit_measured(groups: list, measures: tuple[str, ...], q: float, min_points: int,
+                 resamples: int, ci_level: float, seed: int) -> list[Fit]:
+    """Every measured group (:class:`analysis.points.MeasuredGroup`) on its own: the final points
+    under every measure and form, then the frontier under its measures and forms.
+
+    Random streams derive from ``seed``, a checksum of the group and the form, so one group's
+    intervals do not depend on which other groups exist.
+    """
+    fits = []
+    for grp in groups:
+        label = dict(dataset=grp.dataset, eval_set=grp.eval_set, proxy=grp.proxy)
+        for points, forms, table in (("final", FORMS, grp.final),
+                                     ("frontier", FRONTIER_FORMS, grp.frontier)):
+            stream = zlib.crc32("|".join((*grp.key, points)).encode("utf-8"))
+            for measure in measures:
+                if measure not in table:
+                    continue
+                data = table[measure]
+                num_runs = (float(data["num_runs"].sum()) if "num_runs" in data and len(data)
+                            else float(data["run_id"].nunique()) if "run_id" in data else math.nan)
+                for fi, form in enumerate(forms):
+                    rng = np.random.default_rng([seed, stream, fi])
+                    fits.append(fit_one(data, grp.benchmark, "measured", measure, form, q,
+                                        min_points, resamples, ci_level, rng, points=points,
+                                        num_runs=num_runs, interval=points == "final", **label))
     return fits
 
 
