@@ -47,6 +47,10 @@ class FitConfig:
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
     ci_level: float = 0.95
+    # Runs whose result.json says contended: true (the host was busy) enter the time- and
+    # energy-based fits (hardware_burden, hardware_burden_consolidated, J/FLOP) only when true.
+    # Their FLOP counts and errors are fitted either way.
+    include_contended: bool = False
 
 
 def _default_targets() -> Dict[str, List[float]]:

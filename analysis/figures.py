@@ -17,11 +17,15 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from analysis.constants import BENCHMARK_SPECS, COMPUTE_LABELS, COMPUTE_MEASURES, COMPUTE_SHORT  # noqa: E402
+from analysis.constants import (  # noqa: E402
+    BENCHMARK_DATASET, BENCHMARK_SPECS, COMPUTE_LABELS, COMPUTE_MEASURES, COMPUTE_SHORT,
+)
 from analysis.fits import Fit, line_with_band, quantile_form  # noqa: E402
 
 MEASURED_STYLE = dict(marker="D", s=46, facecolor="#ff7f0e", edgecolor="black", linewidth=0.8,
                       zorder=5)
+# One colour per measured group on a benchmark's own dataset (ColorBrewer Dark2).
+GROUP_COLORS = ["#ff7f0e", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 ERROR_TICKS = [0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
 ERROR_TICKS_DENSE = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3,
                      0.4, 0.5, 0.6, 0.7, 0.85, 1.0]
@@ -95,20 +99,72 @@ def _fit_label(prefix: str, fit: Fit) -> str:
     return f"{prefix}: {k}, {r2}={fit.r2:.2f}, n={fit.n}"
 
 
-def _find(fits: list[Fit], bench: str, source: str, measure: str, form: str) -> Fit | None:
+def _find(fits: list[Fit], group: tuple, measure: str, form: str) -> Fit | None:
+    """The ok fit of ``form`` on ``measure`` for ``group`` (:attr:`Fit.group`), else None."""
+    f = _find_any(fits, group, measure, form)
+    return f if f is not None and f.ok else None
+
+
+def _find_any(fits: list[Fit], group: tuple, measure: str, form: str) -> Fit | None:
     for f in fits:
-        if (f.benchmark, f.source, f.compute_measure, f.model_form) == (bench, source, measure, form):
-            return f if f.ok else None
+        if f.group == group and (f.compute_measure, f.model_form) == (measure, form):
+            return f
     return None
 
 
-def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: list[Fit], q: float,
-                     ci_level: float, formats: list[str], dpi: int) -> Figure | None:
+def _why(fits: list[Fit], group: tuple, measure: str) -> str:
+    f = _find_any(fits, group, measure, "polynomial")
+    return f.note if f is not None else "no data"
+
+
+def _draw_fit(ax, f: Fit, color: str, label: str, ci_level: float, ls: str = "-"):
+    """The polynomial line over the fitted range; its band only with >= 3 residual d.o.f."""
+    xs = np.linspace(*f.x_range, 100)
+    yhat, lo, hi = line_with_band(f, xs, ci_level)
+    (ln,) = ax.plot(10 ** xs, 10 ** yhat, color=color, lw=1.8, ls=ls, label=_fit_label(label, f))
+    if f.cov is not None and f.df_resid >= 3:
+        ax.fill_between(10 ** xs, 10 ** lo, 10 ** hi, color=color, alpha=0.15, lw=0)
+    return ln
+
+
+def _final_points(ax, g, measure: str, color: str, label: str):
+    """A group's final points (replicates merged), with their spread where there is one."""
+    p = g.final.get(measure)
+    if p is None or p.empty:
+        return None
+    yerr = p["error_std"].fillna(0).to_numpy(float)
+    xerr = p["compute_flops_std"].fillna(0).to_numpy(float)
+    if (yerr > 0).any() or (xerr > 0).any():
+        ax.errorbar(p[measure], p["error"], yerr=yerr, xerr=xerr, fmt="none", ecolor="black",
+                    elinewidth=0.8, capsize=2, zorder=4)
+    style = dict(MEASURED_STYLE, facecolor=color)
+    return ax.scatter(p[measure], p["error"], label=label, **style)
+
+
+def _errors_of(groups, measure_set, frontier: bool = True) -> list[float]:
+    """Every plotted error of the groups (for the shared error axis)."""
+    out = []
+    for g in groups:
+        for table in (g.final, g.frontier) if frontier else (g.final,):
+            for m in measure_set:
+                if m in table and len(table[m]):
+                    out += list(table[m]["error"].astype(float))
+    return out
+
+
+def benchmark_figure(bench: str, lit: pd.DataFrame, own: list, proxies: list, fits: list[Fit],
+                     q: float, ci_level: float, formats: list[str], dpi: int) -> Figure | None:
     """One panel per compute measure that has data: literature coloured by year, the OLS
-    polynomial with its confidence band, the quantile frontier, and measured runs marked apart."""
+    polynomial with its confidence band, the quantile frontier, and measured runs on the
+    benchmark's own dataset marked apart (one colour per eval set).
+
+    ``own`` and ``proxies`` are :class:`analysis.points.MeasuredGroup` lists. Proxy groups are
+    never drawn here: the legend names their own figures instead.
+    """
     spec = BENCHMARK_SPECS[bench]
-    measures = [m for m in COMPUTE_MEASURES
-                if (not lit.empty and lit[m].notna().any()) or (not runs.empty and runs[m].notna().any())]
+    has = {m: (not lit.empty and lit[m].notna().any())
+           or any(len(g.final.get(m, [])) for g in own) for m in COMPUTE_MEASURES}
+    measures = [m for m in COMPUTE_MEASURES if has[m]]
     if not measures:
         return None
     ncols = 2 if len(measures) > 1 else 1
@@ -118,66 +174,127 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, runs: pd.DataFrame, fits: li
     years = lit["year"].dropna() if not lit.empty else pd.Series(dtype=float)
     vmin, vmax = (years.min(), years.max()) if len(years) else (2012, 2022)
     sc = None
-    errs = pd.concat([lit.get("error", pd.Series(dtype=float)),
-                      runs.get("error", pd.Series(dtype=float))]).dropna()
+    errs = list(lit["error"].dropna()) if not lit.empty else []
+    errs += _errors_of(own, COMPUTE_MEASURES, frontier=False)
+    lit_group = (bench, BENCHMARK_DATASET.get(bench, bench), "published", "literature", "published")
     for ax, measure in zip(axes.flat, measures):
         handles = []
         L = lit.dropna(subset=[measure]) if not lit.empty else lit
-        R = runs.dropna(subset=[measure]) if not runs.empty else runs
         if len(L):
             sc = ax.scatter(L[measure], L["error"], c=L["year"], cmap="viridis", vmin=vmin,
                             vmax=vmax, s=22, alpha=0.85, edgecolor="none")
             # a neutral proxy: the colour of any one point means nothing in the legend
             handles.append(Line2D([], [], ls="none", marker="o", ms=5, color="gray",
                                   label=f"Published models, coloured by year (n={len(L)})"))
-        for source, color, data in (("literature", "black", L), ("measured", "#d95f02", R)):
-            if not len(data):
-                continue
-            f = _find(fits, bench, source, measure, "polynomial")
+            f = _find(fits, lit_group, measure, "polynomial")
             if f is None:
-                why = next((x.note for x in fits if (x.benchmark, x.source, x.compute_measure,
-                            x.model_form) == (bench, source, measure, "polynomial")), "")
-                handles.append(Line2D([], [], ls="none", label=f"No {source} fit: {why}"))
+                handles.append(Line2D([], [], ls="none", label=f"No literature fit: "
+                                      f"{_why(fits, lit_group, measure)}"))
+            else:
+                handles.append(_draw_fit(ax, f, "black", "OLS, literature", ci_level))
+                fq = _find(fits, lit_group, measure, quantile_form(q))
+                if fq is not None:
+                    xs = np.linspace(*f.x_range, 100)
+                    (lq,) = ax.plot(10 ** xs, 10 ** (fq.a + fq.b * xs), color="black", lw=1.3,
+                                    ls="--", label=_fit_label(f"Frontier (q={q:g})", fq))
+                    handles.append(lq)
+        for i, g in enumerate(own):
+            color = GROUP_COLORS[i % len(GROUP_COLORS)]
+            pts = g.final.get(measure)
+            if pts is None or pts.empty:
+                handles.append(Line2D([], [], ls="none", label=f"Measured {g.dataset} "
+                                      f"({g.eval_set}): none report {COMPUTE_SHORT[measure]}"))
                 continue
-            xs = np.linspace(*f.x_range, 100)
-            yhat, lo, hi = line_with_band(f, xs, ci_level)
-            (ln,) = ax.plot(10 ** xs, 10 ** yhat, color=color, lw=1.8,
-                            label=_fit_label("OLS, literature" if source == "literature"
-                                             else "OLS, measured", f))
-            if f.df_resid >= 3:  # with 1-2 residual d.o.f. the band is uninformatively wide
-                ax.fill_between(10 ** xs, 10 ** lo, 10 ** hi, color=color, alpha=0.15, lw=0)
-            handles.append(ln)
-            fq = _find(fits, bench, source, measure, quantile_form(q))
-            if fq is not None and source == "literature":
-                (lq,) = ax.plot(10 ** xs, 10 ** (fq.a + fq.b * xs), color=color, lw=1.3, ls="--",
-                                label=_fit_label(f"Frontier (q={q:g})", fq))
-                handles.append(lq)
-        if len(R):
-            ms = ax.scatter(R[measure], R["error"], label=f"This project, measured (n={len(R)})",
-                            **MEASURED_STYLE)
-            handles.append(ms)
-        elif not runs.empty:
-            handles.append(Line2D([], [], ls="none", label=f"Measured runs: none report "
-                                  f"{COMPUTE_SHORT[measure]} (e.g. no peak FLOP/s on CPU)"))
+            gkey = (*g.key, "measured", "final")
+            f = _find(fits, gkey, measure, "polynomial")
+            if f is None:
+                handles.append(Line2D([], [], ls="none", label=f"No measured fit ({g.eval_set}): "
+                                      f"{_why(fits, gkey, measure)}"))
+            else:
+                handles.append(_draw_fit(ax, f, color, f"OLS, measured {g.eval_set}", ci_level))
+            handles.append(_final_points(
+                ax, g, measure, color, f"This project, measured on {g.dataset}, eval {g.eval_set} "
+                f"(n={len(pts)} configurations, {int(pts['num_runs'].sum())} runs)"))
+        if proxies:
+            names = ", ".join(sorted({p.dataset for p in proxies}))
+            handles.append(Line2D([], [], ls="none", label=f"Proxy-dataset runs ({names}) are not "
+                                  "comparable: drawn in their own figures"))
         _log_x(ax)
         ax.set_xlabel(COMPUTE_LABELS[measure])
         ax.set_ylabel(f"{spec.metric_label} (log scale)")
         ax.set_title(COMPUTE_SHORT[measure].capitalize())
         if len(errs):
-            _error_axis(ax, float(errs.min()), float(errs.max()))
+            _error_axis(ax, float(min(errs)), float(max(errs)))
         ax.grid(True, which="major", ls=":", lw=0.6, alpha=0.7)
         if handles:  # below the axes, so it can never hide a point
             ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16),
                       frameon=False)
     for ax in list(axes.flat)[len(measures):]:
         ax.set_visible(False)
-    fig.suptitle(f"{spec.title}: error vs compute (Thompson et al. 2022 data, measured runs)",
-                 fontsize=12)
+    what = f"{spec.title} data only: Thompson et al. 2022" + (", measured runs" if own else "")
+    fig.suptitle(f"{spec.title}: error vs compute ({what})", fontsize=12)
     if sc is not None:
         cb = fig.colorbar(sc, ax=[a for a in axes.flat if a.get_visible()], shrink=0.8, pad=0.02)
         cb.set_label("Publication year")
         cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0f}"))
     return _render(fig, bench, f"{spec.title}: error vs compute", formats, dpi)
+
+
+def measured_group_figure(g, fits: list[Fit], ci_level: float, formats: list[str],
+                          dpi: int) -> Figure | None:
+    """One measured group (:class:`analysis.points.MeasuredGroup`) on its own axes: final points
+    with their replicate spread and OLS fit, the compute-efficient frontier from curve.csv and
+    its fit. A proxy group says so in its title: its axes are not the literature's."""
+    spec = BENCHMARK_SPECS[g.benchmark]
+    measures = [m for m in COMPUTE_MEASURES
+                if len(g.final.get(m, [])) or len(g.frontier.get(m, []))]
+    if not measures:
+        return None
+    ncols = 2 if len(measures) > 1 else 1
+    nrows = math.ceil(len(measures) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 5.0 * nrows), squeeze=False,
+                             layout="constrained")
+    errs = _errors_of([g], measures)
+    final_key, front_key = (*g.key, "measured", "final"), (*g.key, "measured", "frontier")
+    for ax, measure in zip(axes.flat, measures):
+        handles = []
+        pts = g.final.get(measure)
+        if pts is not None and len(pts):
+            f = _find(fits, final_key, measure, "polynomial")
+            if f is not None:
+                handles.append(_draw_fit(ax, f, "#d95f02", "OLS, final points", ci_level))
+            else:
+                handles.append(Line2D([], [], ls="none", label=f"No fit on final points: "
+                                      f"{_why(fits, final_key, measure)}"))
+            handles.append(_final_points(
+                ax, g, measure, "#ff7f0e", f"Final points (n={len(pts)} configurations, "
+                f"{int(pts['num_runs'].sum())} runs; bars: replicate s.d.)"))
+        fr = g.frontier.get(measure)
+        if fr is not None and len(fr):
+            (st,) = ax.plot(fr[measure], fr["error"], drawstyle="steps-post", color="#1b9e77",
+                            marker="o", ms=3.5, lw=1.0,
+                            label=f"Compute-efficient frontier over curve.csv (n={len(fr)})")
+            handles.append(st)
+            f = _find(fits, front_key, measure, "polynomial")
+            if f is not None:
+                handles.append(_draw_fit(ax, f, "#1b9e77", "OLS, frontier", ci_level, ls="--"))
+        _log_x(ax)
+        ax.set_xlabel(COMPUTE_LABELS[measure])
+        ax.set_ylabel(f"{spec.metric_label} on {g.dataset} (log scale)")
+        ax.set_title(COMPUTE_SHORT[measure].capitalize())
+        if errs:
+            _error_axis(ax, float(min(errs)), float(max(errs)))
+        ax.grid(True, which="major", ls=":", lw=0.6, alpha=0.7)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    for ax in list(axes.flat)[len(measures):]:
+        ax.set_visible(False)
+    if g.proxy:
+        title = (f"PROXY: {g.dataset}, standing in for {spec.title} (eval {g.eval_set}). Measured "
+                 f"runs only; not comparable with the {spec.title} literature")
+    else:
+        title = f"{spec.title} ({g.dataset}, eval {g.eval_set}): measured runs"
+    fig.suptitle(title, fontsize=11)
+    return _render(fig, g.name, title, formats, dpi)
 
 
 def within_family_figure(table: pd.DataFrame, fits: list[Fit], formats: list[str], dpi: int) -> Figure | None:
@@ -205,12 +322,16 @@ def within_family_figure(table: pd.DataFrame, fits: list[Fit], formats: list[str
 
 
 def k_summary_figure(fits: list[Fit], formats: list[str], dpi: int) -> Figure | None:
-    """k with its bootstrap interval for every polynomial fit that has one."""
-    rows = [f for f in fits if f.model_form == "polynomial" and f.ok and not math.isnan(f.k)
-            and f.benchmark in BENCHMARK_SPECS]
+    """k with its bootstrap interval for every polynomial fit that has one, on the benchmarks'
+    own data only: a proxy dataset's k is not comparable with the literature's, so proxy fits
+    are left out (they are in fits.csv with proxy=true and in their own figures)."""
+    cands = [f for f in fits if f.model_form == "polynomial" and f.ok and not math.isnan(f.k)
+             and f.benchmark in BENCHMARK_SPECS and f.source in ("literature", "measured")]
+    rows = [f for f in cands if not f.proxy]
+    num_proxy = len(cands) - len(rows)
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(10.0, 0.32 * len(rows) + 1.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(12.0, 0.32 * len(rows) + 2.0), layout="constrained")
     finite = [v for f in rows for v in (f.k, f.k_ci_high) if np.isfinite(v)]
     xmax = max(finite) * 1.6
     labels = []
@@ -222,8 +343,10 @@ def k_summary_figure(fits: list[Fit], formats: list[str], dpi: int) -> Figure | 
             if unbounded:
                 ax.plot(xmax, i, ">", color=color, ms=5)
         ax.plot(f.k, i, "o" if f.source == "literature" else "D", color=color, ms=5)
+        who = ("literature" if f.source == "literature"
+               else f"measured ({f.eval_set}, {f.points})")
         labels.append(f"{BENCHMARK_SPECS[f.benchmark].title} · {COMPUTE_SHORT[f.compute_measure]} "
-                      f"· {f.source} (n={f.n})")
+                      f"· {who} (n={f.n})")
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -231,18 +354,22 @@ def k_summary_figure(fits: list[Fit], formats: list[str], dpi: int) -> Figure | 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axvline(4, color="gray", ls="--", lw=1)
+    proxy_note = (f"\n{num_proxy} fit(s) on proxy datasets not shown\n(not comparable; see "
+                  "fits.csv, proxy=true)" if num_proxy else "")
     ax.set_xlabel("k, where compute grows as error^-k (log scale)\n"
-                  "bars: bootstrap 95% interval; arrow: unbounded above; dashed: k = 4, theory's "
-                  "minimum for over-parameterised models")
+                  "bars: bootstrap 95% interval (none under 3 residual d.o.f.\n"
+                  "or on a frontier); arrow: unbounded above\ndashed: k = 4, theory's minimum "
+                  "for over-parameterised models" + proxy_note)
     ax.grid(True, axis="x", ls=":", lw=0.6)
-    ax.set_title("Scaling exponent k, polynomial fits")
+    ax.set_title("Scaling exponent k, polynomial fits on each benchmark's own data")
     return _render(fig, "k_summary", "Scaling exponent k per benchmark and compute measure",
                    formats, dpi)
 
 
 def epoch_figure(epoch: pd.DataFrame, lit_points: pd.DataFrame, runs: pd.DataFrame,
                  formats: list[str], dpi: int) -> Figure | None:
-    """Training compute over time (Epoch AI), with the paper's and this project's points."""
+    """Training compute over time (Epoch AI), with the paper's points and this project's runs on
+    the benchmarks' own datasets (proxy-dataset runs are counted in the legend, not drawn)."""
     if epoch is None or epoch.empty:
         return None
     fig, ax = plt.subplots(figsize=(8.5, 5.0), layout="constrained")
@@ -264,10 +391,15 @@ def epoch_figure(epoch: pd.DataFrame, lit_points: pd.DataFrame, runs: pd.DataFra
     if not runs.empty:
         r = runs.dropna(subset=["network_operations"])
         r = r[r["started_at"].notna()]
-        if len(r):
-            ax.scatter(pd.to_datetime(r["started_at"], utc=True, errors="coerce").dt.tz_localize(None),
-                       r["network_operations"], label=f"This project, measured (n={len(r)})",
-                       **MEASURED_STYLE)
+        # Runs on a proxy dataset are not the benchmark's training job: not drawn as if they were.
+        own = r[~r["proxy"].astype(bool)]
+        if len(own):
+            ax.scatter(pd.to_datetime(own["started_at"], utc=True, errors="coerce").dt.tz_localize(None),
+                       own["network_operations"], label=f"This project, measured on benchmark "
+                       f"datasets (n={len(own)})", **MEASURED_STYLE)
+        if len(r) > len(own):
+            ax.plot([], [], ls="none", label=f"{len(r) - len(own)} run(s) on proxy datasets not "
+                    "shown (not comparable)")
     ax.set_yscale("log")
     ax.set_xlabel("Publication date (runs: start date)")
     ax.set_ylabel("Training compute (FLOPs, log scale)")

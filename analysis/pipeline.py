@@ -17,16 +17,18 @@ import pandas as pd
 
 from analysis import measured as measured_mod
 from analysis.config import validate
-from analysis.constants import BENCHMARK_SPECS, BENCHMARKS, COMPUTE_MEASURES
-from analysis.extrapolate import extrapolate, measured_energy_per_flop
+from analysis.constants import BENCHMARK_DATASET, BENCHMARK_SPECS, BENCHMARKS, COMPUTE_MEASURES
+from analysis.extrapolate import EnergyPerFlop, energy_per_flop, extrapolate
 from analysis.figures import (
-    Figure, benchmark_figure, epoch_figure, k_summary_figure, within_family_figure,
+    Figure, benchmark_figure, epoch_figure, k_summary_figure, measured_group_figure,
+    within_family_figure,
 )
-from analysis.fits import Fit, fit_all, fit_one, fits_table
+from analysis.fits import Fit, fit_all, fit_measured, fit_one, fits_table
 from common.atomic import write_atomic
 from analysis.literature import load_epoch, load_thompson, locate_epoch, locate_thompson
 from analysis.measures import consolidate
-from analysis.report import build_html, summary_lines
+from analysis.points import MeasuredGroup, MeasuredSummary, build_groups, points_table
+from analysis.report import build_html, measured_lines, summary_lines
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ class Outputs:
     runs: pd.DataFrame
     figures: list[Figure]
     summary: list[str]
+    groups: list[MeasuredGroup] = field(default_factory=list)
+    points: pd.DataFrame = field(default_factory=pd.DataFrame)
+    measured: MeasuredSummary = field(default_factory=MeasuredSummary)
+    energy: list[EnergyPerFlop] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     seconds: float = math.nan
 
@@ -86,6 +92,7 @@ def run(cfg: Any) -> Outputs:
     if runs_all.attrs.get("note"):
         notes.append(runs_all.attrs["note"] + ".")
     runs = measured_mod.fittable(runs_all)
+    curves, curve_counts = measured_mod.load_curves(runs)
 
     counts = None
     if cfg.within_family.enabled:
@@ -96,59 +103,63 @@ def run(cfg: Any) -> Outputs:
         counts = WithinFamilyCounts(families, wcfg.weights, cfg.cache_dir)
         counts.start()  # a cold cache is counted in a worker while the rest runs
     try:
-        out = _analyse(cfg, literature, runs_all, runs, epoch, counts, notes)
+        out = _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes)
     except BaseException:
         if counts is not None:
             counts.cancel()
         raise
-    out.files = _write(cfg, out, sources, runs_all, runs, notes)
+    out.files = _write(cfg, out, sources, runs, notes)
     out.seconds = time.perf_counter() - t0
     return out
 
 
-def _analyse(cfg, literature, runs_all, runs, epoch, counts, notes) -> Outputs:
+def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes) -> Outputs:
     fit_cfg = cfg.fit
     q, min_pts = fit_cfg.quantile, fit_cfg.min_points
     common = dict(q=q, min_points=min_pts, resamples=fit_cfg.bootstrap_resamples,
                   ci_level=fit_cfg.ci_level, seed=fit_cfg.bootstrap_seed)
 
-    # 2. Compute measures: consolidate hardware burden per source.
+    # 2. Compute measures: consolidate hardware burden per source (measured: per group).
     literature, lit_cons = consolidate(literature, min_pts)
     for bench, c in lit_cons.items():
         if c is not None and c.num_predicted:
             notes.append(f"Consolidated hardware burden, {BENCHMARK_SPECS[bench].title} "
                          f"(literature): {c.describe()}.")
-    if not runs.empty:
-        runs, run_cons = consolidate(runs, min_pts)
-        for bench, c in run_cons.items():
-            if c is not None and c.num_predicted:
-                notes.append(f"Consolidated hardware burden, {BENCHMARK_SPECS[bench].title} "
-                             f"(measured): {c.describe()}.")
-    else:
-        runs = runs.assign(hardware_burden_consolidated=pd.Series(dtype=float))
+    groups, msum = build_groups(runs, curves, curve_counts, fit_cfg.include_contended, min_pts)
+    for g in groups:
+        if g.consolidation is not None and g.consolidation.num_predicted:
+            notes.append(f"Consolidated hardware burden, measured {g.label}: "
+                         f"{g.consolidation.describe()}.")
 
-    # 3. Fits.
+    # 3. Fits: the literature per benchmark; measured runs per (benchmark, dataset, eval set).
     fits = fit_all(literature, "literature", COMPUTE_MEASURES, BENCHMARKS, **common)
-    if not runs.empty:
-        fits += fit_all(runs, "measured", COMPUTE_MEASURES, BENCHMARKS, **common)
+    fits += fit_measured(groups, COMPUTE_MEASURES, **common)
     fits_df = fits_table(fits)
 
-    # 4. Extrapolations.
-    best = {(b, "literature"): float(d["error"].min()) for b, d in literature.groupby("benchmark")}
-    if not runs.empty:
-        best.update({(b, "measured"): float(d["error"].min()) for b, d in runs.groupby("benchmark")})
-    energy = measured_energy_per_flop(runs)
+    # 4. Extrapolations. J/FLOP from runs whose time-based numbers survived the contention rule.
+    best = {(b, BENCHMARK_DATASET.get(b, b), "published", "literature", "published"):
+            float(d["error"].min()) for b, d in literature.groupby("benchmark")}
+    for g in groups:
+        best[(*g.key, "measured", "final")] = g.min_error
+    eruns = pd.concat([g.runs for g in groups], ignore_index=True) if groups else pd.DataFrame()
+    energy = energy_per_flop(eruns, by_group=False) + energy_per_flop(eruns, by_group=True)
     ext_cfg = cfg.extrapolation
     extrap = extrapolate(fits, best, {k: list(v) for k, v in ext_cfg.targets.items()}, energy,
                          ext_cfg.carbon_intensity_g_per_kwh, ext_cfg.price_usd_per_kwh)
 
-    # 5. Figures (in memory).
+    # 5. Figures (in memory). A proxy dataset never goes on the literature's axes: each measured
+    # group gets its own figure, and only the benchmark's own dataset joins the literature's.
     formats, dpi = list(cfg.figures.formats), cfg.figures.dpi
     figures: list[Figure] = []
     for bench in BENCHMARKS:
         lit_b = literature[literature["benchmark"] == bench]
-        run_b = runs[runs["benchmark"] == bench] if not runs.empty else runs
-        f = benchmark_figure(bench, lit_b, run_b, fits, q, fit_cfg.ci_level, formats, dpi)
+        own = [g for g in groups if g.benchmark == bench and not g.proxy]
+        proxies = [g for g in groups if g.benchmark == bench and g.proxy]
+        f = benchmark_figure(bench, lit_b, own, proxies, fits, q, fit_cfg.ci_level, formats, dpi)
+        if f is not None:
+            figures.append(f)
+    for g in groups:
+        f = measured_group_figure(g, fits, fit_cfg.ci_level, formats, dpi)
         if f is not None:
             figures.append(f)
     ks = k_summary_figure(fits, formats, dpi)
@@ -178,33 +189,36 @@ def _analyse(cfg, literature, runs_all, runs, epoch, counts, notes) -> Outputs:
     if runs_all.attrs.get("note"):
         summary.append(f"note: {runs_all.attrs['note']}")
     elif not runs_all.empty:
-        summary.append(f"measured runs: {len(runs_all)} found, {len(runs)} fitted (status ok, "
-                       "error known)")
+        summary += measured_lines(len(runs_all), msum, groups, fit_cfg.include_contended)
     return Outputs(fits=fits, fits_df=fits_df, extrapolations=extrap, within=within,
                    within_fits=within_fits, literature=literature, runs=runs_all, figures=figures,
-                   summary=summary)
+                   summary=summary, groups=groups, points=points_table(groups), measured=msum,
+                   energy=energy)
 
 
-def _write(cfg, out: Outputs, sources, runs_all, runs, notes) -> list[Path]:
+def _write(cfg, out: Outputs, sources, runs, notes) -> list[Path]:
     out_dir = Path(cfg.out_dir)
     files: list[tuple[Path, bytes]] = [
         (out_dir / "fits.csv", _csv(out.fits_df)),
         (out_dir / "extrapolations.csv", _csv(out.extrapolations)),
     ]
+    if not out.points.empty:
+        files.append((out_dir / "measured_points.csv", _csv(out.points)))
     if not out.within.empty:
         files.append((out_dir / "within_family.csv", _csv(out.within)))
     for fig in out.figures:
         for fmt, data in fig.data.items():
             files.append((out_dir / "figures" / f"{fig.name}.{fmt}", data))
-    energy = measured_energy_per_flop(runs)
     html_text = build_html(
         fits=out.fits, fits_df=out.fits_df, extrap=out.extrapolations, within=out.within,
-        within_fits=out.within_fits, figures=out.figures, sources=sources, runs=runs_all,
-        n_fitted_runs=len(runs), energy=energy, notes=notes,
+        within_fits=out.within_fits, figures=out.figures, sources=sources, runs=out.runs,
+        n_fitted_runs=len(runs), energy=out.energy, notes=notes, points=out.points,
+        groups=out.groups, measured=out.measured,
         settings={"ci_level": cfg.fit.ci_level, "resamples": cfg.fit.bootstrap_resamples,
                   "carbon_intensity_g_per_kwh": cfg.extrapolation.carbon_intensity_g_per_kwh,
                   "price_usd_per_kwh": cfg.extrapolation.price_usd_per_kwh,
-                  "results_root": cfg.results.root})
+                  "results_root": cfg.results.root,
+                  "include_contended": cfg.fit.include_contended})
     files.append((out_dir / "report.html", html_text.encode("utf-8")))
     for path, data in files:
         write_atomic(path, data)

@@ -12,8 +12,10 @@ from analysis.constants import (
     BENCHMARK_SPECS, COMPUTE_SHORT, FLOP_PER_LB_CO2_SPECTRUM, FLOP_PER_USD_SPECTRUM,
     PUBLISHED_POLYNOMIAL,
 )
+from analysis.extrapolate import kind_words
 from analysis.figures import Figure
 from analysis.fits import Fit
+from analysis.points import contended_mask
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -83,10 +85,63 @@ figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-s
 """
 
 
+def _energy_table(energy: list[Any]) -> pd.DataFrame:
+    rows = [{"scope": "all runs" if e.group is None else " / ".join(e.group),
+             "compute measure": e.measure, "device": e.device, "energy methods": e.methods,
+             "kind": kind_words(e.kind), "j_per_flop": e.j_per_flop, "runs": e.n_runs,
+             "divides": f"energy_total_j / {e.divides_by}"} for e in energy]
+    return pd.DataFrame(rows)
+
+
+def _groups_table(groups: list[Any]) -> pd.DataFrame:
+    rows = []
+    for g in groups:
+        runs = g.runs
+        rows.append({"benchmark": g.benchmark, "dataset": g.dataset, "eval_set": g.eval_set,
+                     "proxy": "PROXY" if g.proxy else "no", "runs": len(runs),
+                     "configurations": runs["config_id"].nunique(),
+                     "contended": int(contended_mask(runs["contended"]).sum()),
+                     "no contention record": int(runs["contended"].isna().sum()),
+                     "lowest error": g.min_error})
+    return pd.DataFrame(rows)
+
+
+def contention_sentence(measured: Any, include_contended: bool) -> str:
+    """What happened to contended runs, and how many runs had no record (report and summary)."""
+    if include_contended:
+        s = (f"{measured.num_contended} contended run(s) included in the time- and energy-based "
+             "fits (fit.include_contended=true).")
+    else:
+        s = (f"{measured.num_contended_excluded} contended run(s) left out of the time- and "
+             "energy-based fits (hardware_burden, hardware_burden_consolidated, J/FLOP; "
+             "fit.include_contended=false); their FLOP counts and errors are still fitted.")
+    if measured.num_contention_unknown:
+        s += (f" {measured.num_contention_unknown} run(s) have no contention record (result.json "
+              "predates the field): treated as not contended.")
+    return s
+
+
+def frontier_sentence(measured: Any) -> str:
+    c = measured.curve_counts
+    parts = []
+    if c.get("no_curve"):
+        parts.append(f"{c['no_curve']} run(s) without curve.csv skipped")
+    if c.get("no_burden_column"):
+        parts.append(f"{c['no_burden_column']} curve.csv file(s) without hardware_burden_flops "
+                     "(older runs) give no hardware-burden frontier")
+    if c.get("no_window_column"):
+        parts.append(f"{c['no_window_column']} curve.csv file(s) do not say their window (older "
+                     "runs: their FLOPs may include warm-up)")
+    return "Frontier: " + ("; ".join(parts) if parts else "every fitted run has a full curve.csv") + "."
+
+
 def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                within: pd.DataFrame, within_fits: list[Fit], figures: list[Figure],
                sources: list[Any], runs: pd.DataFrame, n_fitted_runs: int,
-               energy: dict[str, Any], notes: list[str], settings: dict[str, Any]) -> str:
+               energy: list[Any], notes: list[str], settings: dict[str, Any],
+               points: Optional[pd.DataFrame] = None, groups: Optional[list[Any]] = None,
+               measured: Any = None) -> str:
+    groups = groups or []
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<title>computelimits: scaling analysis</title>", f"<style>{CSS}</style></head><body>",
              "<h1>Compute, error and cost: Thompson et al. reproduced, with measured runs</h1>",
@@ -99,24 +154,39 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                  "log10(compute)</code>.</p>")
     parts.append(_table(reproduction_table(fits)))
 
-    parts.append("<h2>Figures</h2>")
+    parts.append("<h2>Figures</h2><p>Measured runs are fitted per (benchmark, dataset, eval set). "
+                 "Only runs on a benchmark's own dataset share the literature's axes; a proxy "
+                 "dataset (e.g. Fashion-MNIST standing in for ImageNet) has its own figure, "
+                 "titled PROXY, and is left out of the k summary and the Epoch context figure: "
+                 "its error and compute are not comparable with the published models'.</p>")
     parts += [_img(f) for f in figures]
 
-    parts.append("<h2>Fits</h2><p>One row per (benchmark, source, compute measure, model form). "
-                 "k = 1/|b| for the power-law forms (compute grows as error<sup>-k</sup>); its "
-                 f"interval is a {settings['ci_level']:.0%} pairs bootstrap ({settings['resamples']} "
-                 "resamples) mapped through k = -1/b; ∞ means the interval for b reaches 0.</p>")
+    parts.append("<h2>Fits</h2><p>One row per (benchmark, dataset, eval set, source, points, "
+                 "compute measure, model form). k = 1/|b| for the power-law forms (compute grows "
+                 "as error<sup>-k</sup>); its interval is a "
+                 f"{settings['ci_level']:.0%} pairs bootstrap ({settings['resamples']} "
+                 "resamples) mapped through k = -1/b; ∞ means the interval for b reaches 0. No "
+                 "interval and no band where a fit has under 3 residual degrees of freedom, nor "
+                 "on frontier points (they share runs). <code>n</code> counts distinct points: "
+                 "replicates of one configuration are one point (<code>num_runs</code> counts "
+                 "the runs). <code>points</code>: <code>published</code>, <code>final</code> (a "
+                 "run's last evaluation, replicates merged) or <code>frontier</code> (the "
+                 "compute-efficient frontier over every evaluation in curve.csv, Kaplan et al. "
+                 "2020, Hoffmann et al. 2022).</p>")
     parts.append(_table(fits_df))
 
     parts.append("<h2>Extrapolations</h2><p>Compute at which each fit reaches the target error "
-                 "(<code>best_observed</code> is the lowest error in that source's data). CO2 and "
+                 "(<code>best_observed</code> is the lowest error in that fit's data). CO2 and "
                  "dollars, first with the constants of the paper's popular version (IEEE Spectrum, "
                  f"<i>Deep Learning's Diminishing Returns</i>, 2021): {FLOP_PER_LB_CO2_SPECTRUM:.4e} "
-                 f"FLOP per lb CO2 and {FLOP_PER_USD_SPECTRUM:.4e} FLOP per USD; then with this "
-                 "project's measured joules per FLOP, "
+                 f"FLOP per lb CO2 and {FLOP_PER_USD_SPECTRUM:.4e} FLOP per USD; then with the "
+                 "joules per FLOP of this project's runs, "
                  f"{settings['carbon_intensity_g_per_kwh']:g} gCO2/kWh and "
-                 f"{settings['price_usd_per_kwh']:g} USD/kWh (configurable). Only training-compute "
-                 "measures are converted.</p>")
+                 f"{settings['price_usd_per_kwh']:g} USD/kWh (configurable), one row per device "
+                 "and energy method (<code>j_per_flop_basis</code>; <code>j_per_flop_kind</code> "
+                 "says whether the energy was measured or estimated). A proxy dataset's fit is "
+                 "extrapolated only to its own lowest error, never to the benchmark's targets. "
+                 "Only training-compute measures are converted.</p>")
     parts.append(_table(extrap))
 
     parts.append("<h2>Within-family scaling (torchvision)</h2><p>Forward FLOPs counted with "
@@ -146,9 +216,34 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
         parts.append(f"<p>Measured runs under <code>{html.escape(str(settings['results_root']))}</code>: "
                      f"{len(runs)} found, {n_fitted_runs} fitted (status ok with a known error).</p>")
         parts.append(_table(status))
-    ep = [{"measure": m, "j_per_flop": e.j_per_flop, "runs": e.n_runs, "divides_by": e.basis}
-          for m, e in energy.items() if e is not None]
-    parts.append("<p>Measured energy per FLOP (median over runs):</p>" + _table(pd.DataFrame(ep)))
+    if groups:
+        parts.append("<h3>Measured groups</h3><p>Each row is fitted on its own.</p>")
+        parts.append(_table(_groups_table(groups)))
+        if measured is not None:
+            contention = contention_sentence(measured, settings.get("include_contended", False))
+            parts.append(f"<p>{html.escape(contention)} "
+                         f"{html.escape(frontier_sentence(measured))}</p>")
+        if points is not None and not points.empty:
+            parts.append("<h3>Measured points</h3><p>Every point behind every measured fit "
+                         "(also <code>measured_points.csv</code>): replicates merged to their "
+                         "mean, with their standard deviation (ddof=1) and run count.</p>")
+            parts.append(_table(points))
+
+    parts.append("<h3>Energy per FLOP of this project's runs</h3>")
+    if energy:
+        parts.append("<p>Median over runs, per device and energy method; never pooled across "
+                     "devices. <b>Estimated</b> energy (codecarbon's TDP model for the CPU and a "
+                     "per-DIMM constant for RAM, used when no hardware counter can be read) is an "
+                     "assumption, not a measurement. Joules per FLOP from a CPU run, estimated or "
+                     "measured, do not transfer to accelerator-era compute: the literature's "
+                     "models trained on GPUs and TPUs, whose energy per FLOP differs by orders of "
+                     "magnitude (and a GPU run's figure holds for its own device and precision "
+                     "only). The run-based CO2 and dollar columns for literature fits are a "
+                     "what-if on this project's hardware, not an estimate of what those models "
+                     "cost.</p>")
+        parts.append(_table(_energy_table(energy)))
+    else:
+        parts.append("<p class='muted'>No run has both energy and FLOPs.</p>")
 
     parts.append("<h2>Conventions and notes</h2><ul>")
     conventions = [
@@ -157,9 +252,13 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
         "forward_pass = flops, or 2 × multiadds when only that is given (1 multiply-add = 2 FLOPs); "
         "network_operations and hardware_burden are the CSV columns as given.",
         "hardware_burden_consolidated = hardware burden where reported, else predicted from network "
-        "operations by a log10–log10 OLS fitted on the rows reporting both.",
+        "operations by a log10–log10 OLS fitted on the rows reporting both (measured runs: within "
+        "their own dataset and eval set only).",
         "Measured runs: forward_pass = fwd_flops_per_sample, network_operations = train_flops "
         "(3 × forward × samples), hardware_burden = hardware_burden_flops; only status ok fitted.",
+        "Replicates: runs whose config differs only in seed, run name, device, data.root, "
+        "data.download, trainer.progress or measure.* are one configuration (without a config: "
+        "the overrides minus those keys).",
         "Quantile fits: statsmodels QuantReg defaults; R² there is the Koenker–Machado pseudo R².",
     ]
     parts += [f"<li>{html.escape(c)}</li>" for c in conventions + notes]
@@ -167,19 +266,49 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
     return "\n".join(parts)
 
 
+def measured_lines(num_found: int, measured: Any, groups: list[Any], include_contended: bool) -> list[str]:
+    """Terminal lines on the measured runs: groups, replicates, contention, frontier."""
+    lines = [f"measured runs: {num_found} found, {measured.num_runs} fitted (status ok, error "
+             f"known) as {measured.num_configs} distinct configuration(s) in {len(groups)} "
+             "group(s) of (benchmark, dataset, eval set), each fitted on its own"]
+    for g in groups:
+        tag = " PROXY (own figure, never with the literature)" if g.proxy else ""
+        lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set}: {len(g.runs)} run(s), "
+                     f"{g.runs['config_id'].nunique()} configuration(s){tag}")
+    if measured.num_runs:
+        lines.append(contention_sentence(measured, include_contended))
+        lines.append(frontier_sentence(measured))
+    return lines
+
+
 def summary_lines(fits: Iterable[Fit], within_fits: Iterable[Fit]) -> list[str]:
-    """Short terminal table: the polynomial fits (error ~ compute^b, k = 1/|b|)."""
-    head = f"{'benchmark':<15}{'source':<12}{'compute':<32}{'n':>5}{'b':>9}{'s.e.':>8}{'R2':>7}  k [95% CI]"
+    """Short terminal table: the polynomial fits (error ~ compute^b, k = 1/|b|).
+
+    A proxy dataset is marked with ``*``.
+    """
+    head = (f"{'benchmark':<14}{'dataset':<16}{'eval set':<15}{'source':<11}{'points':<10}"
+            f"{'compute':<31}{'n':>4}{'b':>9}{'s.e.':>8}{'R2':>7}  k [95% CI]")
     lines = [head, "-" * len(head)]
+    any_proxy = False
     for f in fits:
         if f.model_form != "polynomial":
             continue
         measure = COMPUTE_SHORT.get(f.compute_measure, f.compute_measure)
+        ds = f.dataset + ("*" if f.proxy else "")
+        any_proxy |= f.proxy
+        lead = f"{f.benchmark:<14}{ds:<16}{f.eval_set:<15}{f.source:<11}{f.points:<10}{measure:<31}{f.n:>4}"
         if not f.ok:
-            lines.append(f"{f.benchmark:<15}{f.source:<12}{measure:<32}{f.n:>5}  {f.note}")
+            lines.append(f"{lead}  {f.note}")
             continue
-        lines.append(f"{f.benchmark:<15}{f.source:<12}{measure:<32}{f.n:>5}{f.b:>9.4f}{f.b_se:>8.4f}"
-                     f"{f.r2:>7.3f}  {_k(f)}")
+        k = _k(f)
+        if "residual d.o.f." in f.note:
+            k += " (no interval: < 3 residual d.o.f.)"
+        elif f.points == "frontier":
+            k += " (no interval: frontier points share runs)"
+        lines.append(f"{lead}{f.b:>9.4f}{f.b_se:>8.4f}{f.r2:>7.3f}  {k}")
+    if any_proxy:
+        lines.append("* proxy dataset: fitted on its own, not comparable with the benchmark's "
+                     "literature")
     wf = [f for f in within_fits if f.model_form == "polynomial"]
     if wf:
         lines.append("")

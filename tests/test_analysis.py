@@ -148,8 +148,7 @@ def test_extrapolation_inverts_the_fit_and_uses_spectrum_constants():
     fit = Fit("imagenet", "literature", "hardware_burden", "polynomial", n=10, a=1.0, b=-0.1)
     lc, _ = log10_compute_at(fit, 0.05)
     assert 1.0 - 0.1 * lc == pytest.approx(math.log10(0.05))
-    ext = extrapolate([fit], {("imagenet", "literature"): 0.09}, {"imagenet": [0.05]},
-                      {"hardware_burden": None}, 475.0, 0.13)
+    ext = extrapolate([fit], {fit.group: 0.09}, {"imagenet": [0.05]}, [], 475.0, 0.13)
     row = ext[ext["target"] == "0.05"].iloc[0]
     c = 10 ** lc
     assert row["co2_lb_spectrum"] == pytest.approx(c / FLOP_PER_LB_CO2_SPECTRUM, rel=1e-9)
@@ -229,7 +228,8 @@ def test_download_checks_sha256_and_caches(lit_root, tmp_path, monkeypatch):
 
 def _write_run(root: Path, name: str, **fields) -> None:
     base = {"run_id": name, "started_at": "2026-11-25T10:00:00+00:00", "status": "ok",
-            "benchmark": "imagenet", "model": "resnet", "error": 0.2,
+            "benchmark": "imagenet", "dataset": "imagenet", "eval_samples": 50000,
+            "eval_is_subset": False, "model": "resnet", "error": 0.2,
             "fwd_flops_per_sample": 1e8, "train_flops": 1e14, "hardware_burden_flops": 1e15,
             "energy_total_j": 5e3, "train_time_s": 10.0}
     base.update(fields)
@@ -239,7 +239,8 @@ def _write_run(root: Path, name: str, **fields) -> None:
 
 def _fake_runs(root: Path) -> None:
     for i, (scale, err) in enumerate([(1, 0.30), (2, 0.24), (4, 0.20), (8, 0.17)]):
-        _write_run(root, f"r{i}", scale=scale, error=err, fwd_flops_per_sample=1e7 * scale,
+        _write_run(root, f"r{i}", scale=scale, overrides=[f"scale={scale}"], error=err,
+                   fwd_flops_per_sample=1e7 * scale,
                    train_flops=3e13 * scale, hardware_burden_flops=(1e15 * scale) if i else None,
                    energy_total_j=1e3 * scale)
     _write_run(root, "oom", status="oom", error=None)
@@ -283,10 +284,11 @@ def test_pipeline_with_measured_runs(lit_root, tmp_path):
                     "fit.bootstrap_resamples=50"])
     res = run(cfg)
     fits = pd.read_csv(out / "fits.csv")
-    assert list(fits.columns[:13]) == ["benchmark", "source", "compute_measure", "model_form", "a",
-                                       "b", "b_se", "r2", "n", "k", "k_ci_low", "k_ci_high",
-                                       "year_coef"]
-    m = fits[(fits["source"] == "measured") & (fits["model_form"] == "polynomial")]
+    assert list(fits.columns[:15]) == ["benchmark", "dataset", "eval_set", "source", "points",
+                                       "proxy", "compute_measure", "model_form", "a", "b", "b_se",
+                                       "r2", "n", "num_runs", "k"]
+    m = fits[(fits["source"] == "measured") & (fits["model_form"] == "polynomial")
+             & (fits["points"] == "final")]
     assert set(m["compute_measure"]) == {"forward_pass", "network_operations", "hardware_burden",
                                          "hardware_burden_consolidated"}
     fp = m[m["compute_measure"] == "forward_pass"].iloc[0]
@@ -301,11 +303,11 @@ def test_pipeline_with_measured_runs(lit_root, tmp_path):
     assert thin["note"].str.contains("too few points").all()
     # measured runs are on the ImageNet figure (SVG keeps text as text)
     svg = (out / "figures" / "imagenet.svg").read_text()
-    assert "This project, measured (n=4)" in svg
+    assert "This project, measured on imagenet, eval full n=50000 (n=4 configurations, 4 runs)" in svg
     assert (out / "figures" / "imagenet.png").stat().st_size > 10_000
     ext = pd.read_csv(out / "extrapolations.csv")
     assert {"measured", "literature"} <= set(ext["source"])
-    assert ext["co2_kg_measured"].notna().any()  # measured J/FLOP conversion happened
+    assert ext["co2_kg_run"].notna().any()  # the runs' J/FLOP conversion happened
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "src='http" not in html and 'src="http' not in html
     assert res.summary and any("measured" in line for line in res.summary)
