@@ -103,30 +103,36 @@ def count_models(models: list[str], preferred_weights: str) -> dict[str, dict[st
         raise ValueError(f"unknown torchvision model(s) {unknown}; valid names come from "
                          "torchvision.models.list_models(), e.g. resnet50, efficientnet_b0")
     logging.getLogger("fvcore").setLevel(logging.ERROR)
+    # Half the cores: this runs beside the rest of the analysis. Restored afterwards, since the
+    # in-process fallback would otherwise change torch's thread count for the whole process.
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    out = {}
-    for name in models:
-        w = _pick_weights(name, preferred_weights)
-        res = int(getattr(w.transforms(), "crop_size", [224])[0])
-        with _skip_weight_init(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            net = get_model(name, weights=None).eval()
-            with torch.no_grad():
-                fca = FlopCountAnalysis(net, torch.zeros(1, 3, res, res))
-                fca.unsupported_ops_warnings(False)
-                fca.uncalled_modules_warnings(False)
-                macs = int(fca.total())
-                unsupported = dict(fca.unsupported_ops())
-        out[name] = {
-            "weights": f"{type(w).__name__}.{w.name}",
-            "resolution_px": res,
-            "acc1_pct": float(w.meta["_metrics"]["ImageNet-1K"]["acc@1"]),
-            "torchvision_ops_gmacs": float(w.meta["_ops"]) if "_ops" in w.meta else math.nan,
-            "num_params": int(w.meta.get("num_params", sum(p.numel() for p in net.parameters()))),
-            "fvcore_macs": macs,
-            "unsupported_ops": unsupported,
-        }
-    return out
+    try:
+        out = {}
+        for name in models:
+            w = _pick_weights(name, preferred_weights)
+            res = int(getattr(w.transforms(), "crop_size", [224])[0])
+            with _skip_weight_init(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = get_model(name, weights=None).eval()
+                with torch.no_grad():
+                    fca = FlopCountAnalysis(net, torch.zeros(1, 3, res, res))
+                    fca.unsupported_ops_warnings(False)
+                    fca.uncalled_modules_warnings(False)
+                    macs = int(fca.total())
+                    unsupported = dict(fca.unsupported_ops())
+            out[name] = {
+                "weights": f"{type(w).__name__}.{w.name}",
+                "resolution_px": res,
+                "acc1_pct": float(w.meta["_metrics"]["ImageNet-1K"]["acc@1"]),
+                "torchvision_ops_gmacs": float(w.meta["_ops"]) if "_ops" in w.meta else math.nan,
+                "num_params": int(w.meta.get("num_params", sum(p.numel() for p in net.parameters()))),
+                "fvcore_macs": macs,
+                "unsupported_ops": unsupported,
+            }
+        return out
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
