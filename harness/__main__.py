@@ -22,6 +22,7 @@ from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import empty_result, write_result
 from harness.runner import run
+from harness.stop import exit_code
 from harness.summary import format_summary
 
 log = logging.getLogger("harness")
@@ -53,8 +54,9 @@ def main(cfg: DictConfig) -> None:
         _remove_if_only_hydra(run_dir)
         sys.exit(2)
     print(format_summary(result, str(run_dir)))
-    if result["status"] != "ok" and not multirun:
-        sys.exit(1)
+    code = exit_code(result)
+    if code and (not multirun or result["status"] == "interrupted"):  # a stopped sweep stops
+        sys.exit(code)
 
 
 if __name__ == "__main__":

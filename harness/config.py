@@ -77,6 +77,13 @@ class MeasureConfig:
     codecarbon_measure_power_s: float = 1.0
     nvml_sample_interval_s: float = 0.1  # power-sampling fallback period
     hardware_profiles_dir: str = "results/hardware"  # written by `python -m kernels`
+    # A measured ceiling (mfu_measured only) is used from a profile younger than this, measured
+    # quiet, on this device, thread count and dtype; otherwise it is ignored with a log line.
+    profile_max_age_h: float = 24.0
+    # `contended: true` when, during training, other processes used more than this share of the
+    # host's CPU time, or a hypervisor stole more than the steal share (common/host.py).
+    contended_other_cpu_share: float = 0.10
+    contended_steal_share: float = 0.10
     # Default "process": on a shared host (a SLURM node, a box several jobs use) "machine" charges
     # other jobs' CPU load and all installed RAM to this run; "process" attributes by this run's
     # CPU time and resident memory. Recorded in result.json's energy_assumptions.

@@ -20,38 +20,44 @@ RESULT_FIELDS: tuple[str, ...] = (
     "workload", "benchmark", "model", "scale", "dataset", "dataset_source", "num_params",
     "precision", "device_type", "device_name", "num_devices",
     "torch_version", "cuda_version", "driver_version",
-    # work done
-    "train_samples", "train_steps", "epochs", "batch_size", "eval_samples", "num_evals",
+    # work done (train_* cover every training step; warm-up is separate and restored, see warmup_method)
+    "train_samples", "train_steps", "epochs", "batch_size", "eval_samples", "eval_is_subset", "num_evals",
+    "warmup_steps", "warmup_samples", "warmup_method", "curve_window",
     # FLOPs
     "fwd_macs_per_sample", "fwd_flops_per_sample", "flops_unsupported_ops", "fwd_flops_method",
-    "train_flops", "train_flops_method",
+    "train_flops", "train_flops_method", "warmup_flops",
     "train_step_flops_measured_per_sample", "train_step_flops_ratio", "train_step_flops_method",
     "eval_flops",
     # time
-    "train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s", "warmup_steps",
+    "train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s",
     "time_method",
     # hardware
     "peak_flops_per_s", "peak_dtype", "peak_source",
     "peak_flops_per_s_run_dtype", "peak_run_dtype", "peak_run_dtype_source",
-    "measured_peak_flops_per_s", "measured_peak_source",
+    "measured_peak_flops_per_s", "measured_peak_source", "measured_peak_note",
     "hardware_burden_flops", "hardware_burden_method",
-    "achieved_flops_per_s", "achieved_flops_method", "mfu_datasheet", "mfu_measured",
-    # energy
+    "achieved_flops_per_s", "achieved_flops_method", "mfu_theoretical", "mfu_measured",
+    # energy (energy_* and co2_kg cover the training windows; warm-up on its own)
     "energy_gpu_j", "energy_cpu_j", "energy_ram_j", "energy_total_j",
     "energy_gpu_method", "energy_cpu_method", "energy_ram_method", "energy_gpu_j_per_device",
-    "energy_window", "co2_kg", "carbon_intensity_g_per_kwh", "country_iso_code", "co2_method",
+    "energy_window", "energy_assumptions", "warmup_energy_j", "idle_power_w", "energy_above_idle_j",
+    "co2_kg", "carbon_intensity_g_per_kwh", "country_iso_code", "co2_method",
+    # conditions (over the training windows)
+    "num_threads", "cpu_affinity", "host_load_avg_start", "host_load_avg_end",
+    "process_cpu_share", "host_other_cpu_share", "host_steal_share", "contended", "contention_reason",
     # quality
     "metric_name", "metric_value", "error",
     # outcome
-    "status", "failure_reason",
+    "status", "failure_reason", "stop_signal",
 )
 
 CURVE_FIELDS: tuple[str, ...] = (
     "eval_index", "train_samples", "train_steps", "epochs", "train_flops", "train_time_s",
-    "energy_total_j", "wall_time_s", "metric_name", "metric_value", "error",
+    "hardware_burden_flops", "energy_total_j", "wall_time_s", "metric_name", "metric_value", "error",
+    "window",
 )
 
-STATUSES = ("ok", "diverged", "oom", "failed")
+STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
 
 
 def empty_result() -> dict[str, Any]:

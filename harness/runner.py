@@ -1,9 +1,10 @@
-"""One run: build the workload, train it inside measurement windows, write the result.
+"""One run's lifecycle: validate, build, count, warm up, train, write. Always a result.
 
 The runner knows nothing about any particular model or dataset: it talks to the
-:class:`harness.workload.Workload` interface, and to the measurement modules (flops, timing,
-energy, hardware). Bad input raises :class:`UserError` before anything is written; a failure
-after that is recorded in ``result.json`` with its status.
+:class:`harness.workload.Workload` interface, the timed loop (:mod:`harness.train_loop`) and the
+meters (:mod:`harness.measure`). Bad input raises :class:`UserError` before anything is written.
+Anything after validation that fails (building data or model, out of memory, a crash, a
+signal) is recorded in ``result.json`` with its status, reason and whatever was measured.
 """
 from __future__ import annotations
 
@@ -16,33 +17,38 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness.measure import flops as flopcount
-from harness.errors import UserError
 from harness.device import PRECISION_DTYPES, device_info, resolve_device
-from harness.measure.peaks import find_peaks, hardware_burden_flops, ratio
+from harness.errors import UserError
+from harness.measure import flops as flopcount
+from harness.measure.meter import Meters
+from harness.measure.peaks import Peaks, find_peaks, hardware_burden_flops, ratio
+from harness.optim import OPTIMIZERS, SCHEDULES
 from harness.results import empty_result, write_curve, write_result
-from harness.measure.timer import synchronize
+from harness.stop import StopRequest
+from harness.train_loop import CURVE_WINDOW, TrainLoop, TrainState, eval_steps  # noqa: F401  (eval_steps: API)
 from harness.workload import Workload, build_workload, workload_names
 import harness.workloads  # noqa: F401,E402  (registers the built-in workloads)
 
 log = logging.getLogger("harness")
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
-NONFINITE_CHECK_EVERY_STEPS = 25  # how often the loss is checked for NaN/inf (each check syncs)
 FLOP_COUNT_TRAIN_SAMPLES = 8  # batch for the FlopCounterMode step (BatchNorm needs > 1 in train mode)
 
-ENERGY_WINDOW = "training steps, warm-up included, evaluation excluded"
 TIME_METHOD = (
-    "perf_counter windows closed by a device synchronisation; train_time_s excludes warm-up and "
-    "evaluation and includes data loading (data_time_s is that share)"
+    "perf_counter windows closed by a device synchronisation; train_time_s covers every training step "
+    "(data loading included, data_time_s is that share); warm-up and evaluation have their own windows"
 )
+WARMUP_METHOD = (
+    "trainer.timing_warmup_steps throw-away steps before training (own batches), on a snapshot of model, "
+    "optimiser, scheduler and RNG that is restored afterwards; timed and metered in their own window"
+)
+#: CPU out-of-memory messages: torch's CPU allocator (c10/core/impl/alloc_cpu.cpp) and the OS.
+_CPU_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "Cannot allocate memory")
 
 
 # ---------------------------------------------------------------- validation
@@ -68,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
     check(t.batch_size > 0 and t.eval_batch_size > 0, "trainer.batch_size and trainer.eval_batch_size must be > 0")
     check(t.num_evals >= 1, f"trainer.num_evals={t.num_evals} is invalid: it must be >= 1")
     check(t.lr > 0, f"trainer.lr={t.lr} is invalid: it must be > 0")
+    check(0 < t.warmup_fraction < 1, f"trainer.warmup_fraction={t.warmup_fraction} is invalid: it must be in (0, 1)")
     if cfg.measure.codecarbon:
         from harness.measure.energy import known_country_iso_codes
 
@@ -110,65 +117,102 @@ def set_precision(precision: str, device: torch.device) -> contextlib.AbstractCo
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def build_optimizer(cfg: Any, model: torch.nn.Module, total_steps: int):
-    t = cfg.trainer
-    if t.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.momentum > 0)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    if t.schedule == "onecycle":  # Smith & Topin 2017, "Super-Convergence"
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total_steps, pct_start=t.warmup_fraction)
-    elif t.schedule == "cosine":  # Loshchilov & Hutter 2017, SGDR, without restarts
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    return opt, sched
+
+def _total_steps(trainer: Any, num_train: int) -> int:
+    steps_per_epoch = num_train // trainer.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"trainer.batch_size={trainer.batch_size} is larger than the {num_train} training samples")
+    return trainer.max_steps or max(1, int(trainer.epochs * steps_per_epoch))
 
 
-def eval_steps(total_steps: int, num_evals: int) -> list[int]:
-    """Steps after which to evaluate: evenly spread, the last at the end of training."""
-    return sorted({max(1, round(total_steps * (i + 1) / num_evals)) for i in range(num_evals)})
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _CPU_OOM_MARKERS)
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="step", desc="train", disable=not enabled, dynamic_ncols=True, leave=False)
-
-
-def _batches(workload: Workload, data: Any, batch_size: int, rng: torch.Generator) -> Iterator[Any]:
-    """Training batches forever, epoch after epoch."""
-    while True:
-        empty = True
-        for batch in data.train_batches(batch_size, rng):
-            empty = False
-            yield batch
-        if empty:
-            raise UserError(f"trainer.batch_size={batch_size} is larger than the {data.num_train} training samples")
+def _first_line(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
 
 
 # ---------------------------------------------------------------- the run
 def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """Train and measure one configuration; write ``result.json`` and ``curve.csv`` into ``run_dir``.
 
-    Raises :class:`UserError` for bad input, before anything is written.
+    Raises :class:`UserError` for bad input, before anything is written. Every other outcome
+    (``ok``, ``diverged``, ``oom``, ``failed``, ``interrupted``) writes ``result.json``.
     """
     wall_start = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
     validate(cfg)
     device = resolve_device(cfg.device)
     autocast = set_precision(cfg.trainer.precision, device)
-    seed_everything(cfg.seed)
     workload = build_workload(cfg.workload, cfg, device)
-    data = workload.build_data()
-    model = workload.build_model(data).to(device)
+    result = _identity(cfg, workload, device, overrides, started_at)
+    meters: Optional[Meters] = None
+    loop: Optional[TrainLoop] = None
+    data: Any = None
+    with StopRequest() as stop:
+        try:
+            seed_everything(cfg.seed)
+            data = workload.build_data()
+            result.update(dataset=data.name, dataset_source=data.source, eval_samples=data.num_eval,
+                          eval_is_subset=cfg.data.get("eval_subset") is not None)
+            total_steps = _total_steps(cfg.trainer, data.num_train)
+            model = workload.build_model(data).to(device)
+            result["num_params"] = sum(p.numel() for p in model.parameters())
+            result.update(_count_flops(cfg, workload, data, model, autocast))
+            peaks = find_peaks(result["device_name"], cfg.trainer.precision, cfg.measure.hardware_profiles_dir,
+                               num_threads=torch.get_num_threads(), device_type=device.type,
+                               max_profile_age_h=cfg.measure.profile_max_age_h)
+            result.update(peaks.fields())
+            run_dir.mkdir(parents=True, exist_ok=True)
+            meters = _build_meters(cfg, device, run_dir)
+            if cfg.measure.idle_baseline_s > 0 and meters.energy is not None:
+                meters.energy.measure_idle(cfg.measure.idle_baseline_s)
+            peak = result["peak_flops_per_s"]
+            loop = TrainLoop(
+                cfg, workload, data, model, autocast, meters, stop, total_steps,
+                fwd_flops_per_sample=result["fwd_flops_per_sample"],
+                burden_flops_per_s=None if peak is None else result["num_devices"] * peak,
+                on_curve=lambda rows: write_curve(run_dir / "curve.csv", rows), wall_start=wall_start,
+            )
+            loop.warm_up(cfg.trainer.timing_warmup_steps)
+            outcome = loop.train()
+            result.update(status=outcome.status, failure_reason=outcome.failure_reason,
+                          metric_value=outcome.metric_value, error=outcome.error)
+        except UserError:
+            if meters is not None:
+                meters.close()
+            raise
+        except KeyboardInterrupt:  # a second SIGINT/SIGTERM: stop now, still write what we have
+            result.update(status="interrupted", failure_reason=f"stopped at once by a second {stop.name or 'SIGINT'}")
+        except Exception as exc:  # noqa: BLE001  (recorded, so a sweep goes on; the log keeps the traceback)
+            if _is_oom(exc):
+                where = "CUDA" if isinstance(exc, torch.cuda.OutOfMemoryError) else "host (CPU)"
+                result.update(status="oom", failure_reason=f"{where} out of memory: {_first_line(exc)}")
+            else:
+                log.exception("run failed")
+                result.update(status="failed", failure_reason=_first_line(exc))
+        finally:
+            if meters is not None:
+                result.update(meters.finish())
+                meters.close()
+        if result["status"] == "interrupted":
+            result["stop_signal"] = stop.signum
+    if loop is not None:
+        result.update(_work_done(loop.state, data, result))
+    _derive(result)
+    result["wall_time_s"] = time.perf_counter() - wall_start
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_curve(run_dir / "curve.csv", loop.state.curve if loop is not None else [])
+    write_result(run_dir / "result.json", result)
+    return result
 
-    t = cfg.trainer
-    steps_per_epoch = data.num_train // t.batch_size
-    if steps_per_epoch == 0:
-        raise UserError(f"trainer.batch_size={t.batch_size} is larger than the {data.num_train} training samples")
-    total_steps = t.max_steps or max(1, int(t.epochs * steps_per_epoch))
 
+def _identity(cfg: DictConfig, workload: Workload, device: torch.device, overrides: Optional[list[str]],
+              started_at: dt.datetime) -> dict[str, Any]:
+    """The fields known before any work: what ran, where, with which settings."""
     result = empty_result()
     result.update(
         run_id=f"{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
@@ -182,60 +226,44 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
         benchmark=workload.benchmark,
         model=cfg.model.name,
         scale=float(cfg.scale),
-        dataset=data.name,
-        dataset_source=data.source,
-        num_params=sum(p.numel() for p in model.parameters()),
-        precision=t.precision,
-        batch_size=t.batch_size,
+        dataset=cfg.data.get("name"),
+        precision=cfg.trainer.precision,
+        batch_size=cfg.trainer.batch_size,
         metric_name=workload.metric_name,
         status="failed",
-        energy_window=ENERGY_WINDOW,
         time_method=TIME_METHOD,
+        warmup_method=WARMUP_METHOD,
+        curve_window=CURVE_WINDOW,
+        energy_window="training windows only: every training step; warm-up (warmup_energy_j) and evaluation excluded",
         train_flops_method="3 x fwd_flops_per_sample x train_samples (Thompson et al. / Amodei & Hernandez)",
         fwd_flops_method="fvcore FlopCountAnalysis, eval mode, 1 multiply-add = 2 FLOPs",
         train_step_flops_method="torch.utils.flop_counter.FlopCounterMode over forward+backward; ratio = measured / (3 x fwd)",
         **device_info(device),
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    curve: list[dict[str, Any]] = []
-    timed_samples = 0
-    from harness.measure.energy import EnergyMeter
-
-    meter = EnergyMeter(
-        device=device,
-        output_dir=run_dir,
-        country_iso_code=cfg.measure.country_iso_code,
-        use_codecarbon=cfg.measure.codecarbon,
-        measure_power_secs=cfg.measure.codecarbon_measure_power_s,
-        nvml_sample_interval_s=cfg.measure.nvml_sample_interval_s,
-    )
-    try:
-        _measure_flops(cfg, workload, data, model, autocast, result)
-        timed_samples = _train(cfg, workload, data, model, autocast, meter, result, curve, total_steps, run_dir, wall_start)
-    except torch.cuda.OutOfMemoryError as exc:
-        result.update(status="oom", failure_reason=f"CUDA out of memory: {str(exc).splitlines()[0]}")
-    except UserError:
-        raise
-    except Exception as exc:  # recorded, so a sweep goes on; the log keeps the traceback
-        log.exception("run failed")
-        result.update(status="failed", failure_reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
-    finally:
-        try:  # a failed run still records the energy it spent, with its methods
-            result.update(meter.finish())
-        except Exception:  # noqa: BLE001  (the meter must never mask the run's own outcome)
-            log.exception("energy meter failed to finish")
-        meter.close()
-    _derive(result, cfg, timed_samples)
-    result["wall_time_s"] = time.perf_counter() - wall_start
-    write_curve(run_dir / "curve.csv", curve)
-    write_result(run_dir / "result.json", result)
     return result
 
 
-def _measure_flops(cfg, workload: Workload, data, model, autocast, result: dict) -> None:
+def _build_meters(cfg: DictConfig, device: torch.device, run_dir: Path) -> Meters:
+    from harness.measure.energy import EnergyMeter
+    from harness.measure.host import HostMeter
+
+    m = cfg.measure
+    energy = EnergyMeter(
+        device=device,
+        output_dir=run_dir,
+        country_iso_code=m.country_iso_code,
+        use_codecarbon=m.codecarbon,
+        measure_power_secs=m.codecarbon_measure_power_s,
+        nvml_sample_interval_s=m.nvml_sample_interval_s,
+        tracking_mode=m.codecarbon_tracking_mode,
+    )
+    host = HostMeter(max_other_cpu_share=m.contended_other_cpu_share, max_steal_share=m.contended_steal_share)
+    return Meters(device, energy=energy, host=host)
+
+
+def _count_flops(cfg: DictConfig, workload: Workload, data: Any, model: torch.nn.Module, autocast: Any) -> dict[str, Any]:
     if not cfg.measure.count_flops:
-        result.update(fwd_flops_method=None, train_step_flops_method=None)
-        return
+        return dict(fwd_flops_method=None, train_step_flops_method=None, train_flops_method=None)
     probe_batch = next(iter(data.train_batches(min(FLOP_COUNT_TRAIN_SAMPLES, data.num_train), torch.Generator().manual_seed(0))))
     one = workload.slice_batch(probe_batch, 1)
     with autocast:
@@ -247,7 +275,7 @@ def _measure_flops(cfg, workload: Workload, data, model, autocast, result: dict)
             return workload.loss(m, probe_batch)
 
     measured = flopcount.count_train_step_flops(model, step, num_samples=n)
-    result.update(
+    return dict(
         fwd_macs_per_sample=fwd.macs_per_sample,
         fwd_flops_per_sample=fwd.flops_per_sample,
         flops_unsupported_ops=fwd.unsupported_ops,
@@ -256,145 +284,38 @@ def _measure_flops(cfg, workload: Workload, data, model, autocast, result: dict)
     )
 
 
-def _train(cfg, workload: Workload, data, model, autocast, meter, result: dict, curve: list, total_steps: int,
-           run_dir: Path, wall_start: float) -> int:
-    """The training loop; fills ``result`` and ``curve``. Returns the samples in timed (post-warm-up) steps."""
-    t = cfg.trainer
-    device = workload.device
-    opt, sched = build_optimizer(cfg, model, total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
-    rng = torch.Generator().manual_seed(cfg.seed)
-    batches = _batches(workload, data, t.batch_size, rng)
-    evals = eval_steps(total_steps, t.num_evals)
-    warmup_steps = min(t.timing_warmup_steps, total_steps - 1)
-    fwd = result["fwd_flops_per_sample"]
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    acc = {"train": 0.0, "warmup": 0.0, "eval": 0.0, "data": 0.0}
-    step = samples = timed_samples = 0
-    diverged_at: Optional[int] = None
-
-    def mark() -> float:
-        synchronize(device)
-        return time.perf_counter()
-
-    model.train()
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    redirect = logging_redirect_tqdm()  # log lines print above the bar instead of through it
-    redirect.__enter__()
-    bar = _progress(total_steps, t.progress)
-    seg_start = mark()
-    meter.begin_window()
-    try:
-        while step < total_steps:
-            t0 = time.perf_counter()
-            batch = next(batches)
-            fetch_s = time.perf_counter() - t0
-            with autocast:
-                loss = workload.loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            nonfinite |= ~torch.isfinite(loss.detach())
-            step += 1
-            n = workload.batch_size_of(batch)
-            samples += n
-            if step > warmup_steps:
-                acc["data"] += fetch_s
-                timed_samples += n
-            if step == warmup_steps:  # warm-up ends: its time goes to its own accumulator
-                now = mark()
-                acc["warmup"] += now - seg_start
-                seg_start = now
-            bar.update(1)
-            if step % NONFINITE_CHECK_EVERY_STEPS == 0 or step in evals:
-                if nonfinite.item():
-                    diverged_at = step
-                    break
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            if step in evals:
-                now = mark()
-                meter.end_window()
-                acc["train" if step > warmup_steps else "warmup"] += now - seg_start
-                eval_start = mark()
-                model.eval()
-                with autocast:
-                    metric = workload.evaluate(model, data)
-                model.train()
-                acc["eval"] += mark() - eval_start
-                curve.append(
-                    dict(
-                        eval_index=len(curve), train_samples=samples, train_steps=step,
-                        epochs=samples / data.num_train, train_flops=flopcount.train_flops(fwd, samples),
-                        train_time_s=acc["train"], energy_total_j=meter.so_far().get("energy_total_j"),
-                        wall_time_s=time.perf_counter() - wall_start, metric_name=workload.metric_name,
-                        metric_value=metric, error=workload.error_from_metric(metric),
-                    )
-                )
-                write_curve(run_dir / "curve.csv", curve)
-                log.info("step %d/%d  %s=%.4f  train %.1fs", step, total_steps, workload.metric_name, metric, acc["train"])
-                if step < total_steps:
-                    seg_start = mark()
-                    meter.begin_window()
-        if diverged_at is not None:
-            now = mark()
-            meter.end_window()
-            acc["train" if step > warmup_steps else "warmup"] += now - seg_start
-    finally:
-        bar.close()
-        redirect.__exit__(None, None, None)
-
-    result.update(
-        train_samples=samples,
-        train_steps=step,
-        epochs=samples / data.num_train,
-        eval_samples=data.num_eval,
-        num_evals=len(curve),
-        warmup_steps=warmup_steps,
-        train_time_s=acc["train"],
-        warmup_time_s=acc["warmup"],
-        eval_time_s=acc["eval"],
-        data_time_s=acc["data"],
-        train_flops=flopcount.train_flops(fwd, samples),
-        eval_flops=None if fwd is None else fwd * data.num_eval * len(curve),
+def _work_done(state: TrainState, data: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """Samples, steps and FLOPs of the training and warm-up windows, and of the evaluations."""
+    fwd = result.get("fwd_flops_per_sample")
+    num_evals = len(state.curve)
+    return dict(
+        train_samples=state.samples,
+        train_steps=state.steps,
+        epochs=state.samples / data.num_train,
+        num_evals=num_evals,
+        warmup_steps=state.warmup_steps,
+        warmup_samples=state.warmup_samples,
+        data_time_s=state.data_time_s,
+        train_flops=flopcount.train_flops(fwd, state.samples),
+        warmup_flops=flopcount.train_flops(fwd, state.warmup_samples) if state.warmup_steps else None,
+        eval_flops=None if fwd is None else fwd * data.num_eval * num_evals,
     )
-    if diverged_at is not None:
-        result.update(status="diverged", failure_reason=f"training loss became NaN or infinite by step {diverged_at}")
-        return timed_samples
-    final = curve[-1]
-    result.update(status="ok", metric_value=final["metric_value"], error=final["error"])
-    return timed_samples
 
 
-def _derive(result: dict, cfg: DictConfig, timed_samples: int) -> None:
-    """Peaks, hardware burden, achieved FLOP/s and MFU from what was measured."""
-    if result.get("device_name") is None:
-        return
-    peaks = find_peaks(result["device_name"], cfg.trainer.precision, cfg.measure.hardware_profiles_dir)
-    result.update(
-        peak_flops_per_s=peaks.peak_flops_per_s,
-        peak_dtype="fp32",
-        peak_source=peaks.peak_source,
-        peak_flops_per_s_run_dtype=peaks.peak_flops_per_s_run_dtype,
-        peak_run_dtype=PRECISION_DTYPES[cfg.trainer.precision],
-        peak_run_dtype_source=peaks.peak_run_dtype_source,
-        measured_peak_flops_per_s=peaks.measured_peak_flops_per_s,
-        measured_peak_source=peaks.measured_peak_source,
-    )
+def _derive(result: dict[str, Any]) -> None:
+    """Hardware burden, achieved FLOP/s and MFU: all over the ``train`` window."""
     train_time = result.get("train_time_s") or None
-    burden = hardware_burden_flops(result["num_devices"], peaks.peak_flops_per_s, train_time)
+    burden = hardware_burden_flops(result["num_devices"], result.get("peak_flops_per_s"), train_time)
     result.update(
         hardware_burden_flops=burden,
         hardware_burden_method=None if burden is None else "num_devices x peak_flops_per_s (fp32) x train_time_s (Thompson et al.)",
     )
-    fwd = result.get("fwd_flops_per_sample")
-    if fwd is not None and timed_samples and train_time:
-        achieved = flopcount.TRAIN_FLOPS_PER_FORWARD_FLOP * fwd * timed_samples / train_time
+    train_flops = result.get("train_flops")
+    if train_flops and train_time:
+        achieved = train_flops / train_time
         result.update(
             achieved_flops_per_s=achieved,
-            achieved_flops_method="3 x fwd FLOPs x samples in timed steps / train_time_s",
-            mfu_datasheet=ratio(achieved, peaks.peak_flops_per_s_run_dtype),
-            mfu_measured=ratio(achieved, peaks.measured_peak_flops_per_s),
+            achieved_flops_method="train_flops / train_time_s (same window: every training step)",
+            mfu_theoretical=ratio(achieved, result.get("peak_flops_per_s_run_dtype")),
+            mfu_measured=ratio(achieved, result.get("measured_peak_flops_per_s")),
         )

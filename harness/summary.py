@@ -17,8 +17,35 @@ def _num(value: Optional[float], fmt: str = ".4g", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{fmt}}{unit}"
 
 
+def _conditions(r: dict[str, Any]) -> str:
+    share = r.get("host_other_cpu_share")
+    other = "n/a" if share is None else f"{share:.0%}"
+    if r.get("contended") is None:
+        verdict = "contention unknown"
+    elif r["contended"]:
+        verdict = f"CONTENDED ({r.get('contention_reason')})"
+    else:
+        verdict = "quiet"
+    return f"{verdict}; {r.get('num_threads')} threads, other processes' CPU share {other}"
+
+
+def _assumptions(r: dict[str, Any]) -> Optional[str]:
+    """One short line per estimated energy component: what was assumed."""
+    assumed = r.get("energy_assumptions")
+    if not assumed:
+        return None
+    parts = []
+    for part, spec in assumed.items():
+        if not isinstance(spec, dict):
+            continue
+        watts = {k: v for k, v in spec.items() if k.endswith("_w") and isinstance(v, (int, float))}
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in list(watts.items())[:3])
+        parts.append(f"{part}: {spec.get('model', '?')}" + (f" ({shown})" if shown else ""))
+    return "; ".join(parts) or None
+
+
 def format_summary(r: dict[str, Any], run_dir: str) -> str:
-    """A dozen aligned lines: what ran, quality, compute, time, hardware, energy."""
+    """A dozen aligned lines: what ran, quality, compute, time, hardware, energy, conditions."""
     methods = f"gpu={r.get('energy_gpu_method')}, cpu={r.get('energy_cpu_method')}, ram={r.get('energy_ram_method')}"
     rows = [
         ("run", f"{r['model']} scale={r['scale']} on {r['dataset']} ({r['benchmark']}), {r['device_name']}, {r['precision']}"),
@@ -28,13 +55,19 @@ def format_summary(r: dict[str, Any], run_dir: str) -> str:
         ("forward", f"{_si(r.get('fwd_flops_per_sample'), 'FLOP')}/sample (fvcore MACs x 2)"),
         ("train compute", f"{_si(r.get('train_flops'), 'FLOP')} (3 x fwd); step counted/analytic = {_num(r.get('train_step_flops_ratio'), '.3f')}"),
         ("time", f"train {_num(r.get('train_time_s'), '.1f', ' s')}, eval {_num(r.get('eval_time_s'), '.1f', ' s')}, "
-                 f"data {_num(r.get('data_time_s'), '.1f', ' s')}, wall {_num(r.get('wall_time_s'), '.1f', ' s')}"),
-        ("achieved", f"{_si(r.get('achieved_flops_per_s'), 'FLOP/s')}; MFU datasheet {_num(r.get('mfu_datasheet'), '.1%')}, "
+                 f"data {_num(r.get('data_time_s'), '.1f', ' s')}, warm-up {_num(r.get('warmup_time_s'), '.1f', ' s')}, "
+                 f"wall {_num(r.get('wall_time_s'), '.1f', ' s')}"),
+        ("achieved", f"{_si(r.get('achieved_flops_per_s'), 'FLOP/s')}; MFU theoretical {_num(r.get('mfu_theoretical'), '.1%')}, "
                      f"measured {_num(r.get('mfu_measured'), '.1%')}"),
-        ("hardware burden", f"{_si(r.get('hardware_burden_flops'), 'FLOP')} (peak {_si(r.get('peak_flops_per_s'), 'FLOP/s')})"),
-        ("energy", f"{_num(r.get('energy_total_j'), '.4g', ' J')} ({methods})"),
+        ("hardware burden", f"{_si(r.get('hardware_burden_flops'), 'FLOP')} (peak {_si(r.get('peak_flops_per_s'), 'FLOP/s')}: "
+                            f"{r.get('peak_source') or 'n/a'})"),
+        ("energy", f"{_num(r.get('energy_total_j'), '.4g', ' J')} training, {_num(r.get('warmup_energy_j'), '.3g', ' J')} warm-up "
+                   f"({methods})"),
+        ("assumed", _assumptions(r)),
+        ("conditions", _conditions(r)),
         ("CO2", f"{_num(r.get('co2_kg'), '.3g', ' kg')} at {_num(r.get('carbon_intensity_g_per_kwh'), '.0f', ' g/kWh')} ({r.get('country_iso_code')})"),
         ("outputs", run_dir),
     ]
+    rows = [(k, v) for k, v in rows if v is not None]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:>{width}}  {v}" for k, v in rows)

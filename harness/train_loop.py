@@ -1,0 +1,228 @@
+"""The timed training loop: warm-up on a snapshot, training windows, evaluations, a clean stop.
+
+One window for every measure (DESIGN.md): the ``train`` windows hold every training step and
+nothing else, so training FLOPs, time, energy, hardware burden and achieved FLOP/s all cover
+the same steps. The timing warm-up (first-call costs: allocator, oneDNN/cuDNN kernel choice)
+runs *before* training on a snapshot of the model, optimiser, scheduler and RNG, which is
+then restored: it is measured in its own ``warmup`` window and changes nothing that training
+sees. Evaluations have their own ``eval`` windows.
+
+The loop keeps its progress in :attr:`TrainLoop.state`, which the runner reads whatever
+happens (a failure mid-run still records the samples trained), and returns a
+:class:`TrainOutcome`.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+from harness.measure import flops as flopcount
+from harness.measure.meter import Meters
+from harness.optim import build_optimizer
+from harness.stop import StopRequest
+from harness.workload import Workload
+
+log = logging.getLogger(__name__)
+
+NONFINITE_CHECK_EVERY_STEPS = 25  # how often the loss is checked for NaN/inf (each check syncs)
+#: What the cumulative columns of curve.csv (and the training fields of result.json) cover.
+CURVE_WINDOW = "train steps only (warm-up on a restored snapshot, evaluation excluded)"
+
+
+def eval_steps(total_steps: int, num_evals: int) -> list[int]:
+    """Steps after which to evaluate: evenly spread, the last at the end of training."""
+    return sorted({max(1, round(total_steps * (i + 1) / num_evals)) for i in range(num_evals)})
+
+
+def batches_forever(data: Any, batch_size: int, rng: torch.Generator) -> Iterator[Any]:
+    """Training batches, epoch after epoch."""
+    while True:
+        empty = True
+        for batch in data.train_batches(batch_size, rng):
+            empty = False
+            yield batch
+        if empty:
+            raise UserError(f"trainer.batch_size={batch_size} is larger than the {data.num_train} training samples")
+
+
+@dataclass
+class TrainState:
+    """Progress so far; read by the runner on every path, including failures."""
+
+    steps: int = 0
+    samples: int = 0
+    warmup_steps: int = 0
+    warmup_samples: int = 0
+    data_time_s: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainOutcome:
+    """How training ended: ``ok``, ``diverged`` or ``interrupted``, and the last evaluation."""
+
+    status: str
+    failure_reason: Optional[str] = None
+    metric_value: Optional[float] = None
+    error: Optional[float] = None
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", desc="train", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+class TrainLoop:
+    """Trains ``model`` for ``total_steps`` inside ``meters``' windows.
+
+    Args:
+        cfg: The run's config (``trainer``, ``seed``).
+        workload: Loss, evaluation and batch sizes.
+        data: The workload's data.
+        model: On its device.
+        autocast: The precision context.
+        meters: Windows for time, energy and host conditions.
+        stop: Set by SIGTERM/SIGINT; checked after every step.
+        total_steps: Optimiser steps to train.
+        fwd_flops_per_sample: For the curve's cumulative FLOPs (None when not counted).
+        burden_flops_per_s: num_devices x peak FLOP/s, for the curve's cumulative burden (None
+            when the peak is unknown).
+        on_curve: Called with the curve after each evaluation (writes curve.csv).
+    """
+
+    def __init__(self, cfg: Any, workload: Workload, data: Any, model: nn.Module, autocast: Any, meters: Meters,
+                 stop: StopRequest, total_steps: int, fwd_flops_per_sample: Optional[float],
+                 burden_flops_per_s: Optional[float], on_curve: Callable[[list[dict[str, Any]]], None],
+                 wall_start: float) -> None:
+        self.cfg, self.t = cfg, cfg.trainer
+        self.workload, self.data, self.model, self.autocast = workload, data, model, autocast
+        self.meters, self.stop = meters, stop
+        self.total_steps = total_steps
+        self.fwd = fwd_flops_per_sample
+        self.burden_flops_per_s = burden_flops_per_s
+        self.on_curve = on_curve
+        self.wall_start = wall_start
+        self.state = TrainState()
+        self.opt, self.sched = build_optimizer(self.t, model, total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.t.precision == "fp16")
+
+    # ------------------------------------------------------------ one step
+    def _step(self, batch: Any) -> torch.Tensor:
+        with self.autocast:
+            loss = self.workload.loss(self.model, batch)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return loss.detach()
+
+    # ------------------------------------------------------------ warm-up
+    def warm_up(self, num_steps: int) -> None:
+        """Run ``num_steps`` throw-away steps in a ``warmup`` window, then restore everything."""
+        if num_steps <= 0 or self.stop.requested:
+            return
+        device = self.workload.device
+        model_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        opt_state = copy.deepcopy(self.opt.state_dict())
+        sched_state = copy.deepcopy(self.sched.state_dict())
+        scaler_state = copy.deepcopy(self.scaler.state_dict())
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+        # Own batches (another seed), so the training data order is that of a run without warm-up.
+        batches = batches_forever(self.data, self.t.batch_size, torch.Generator().manual_seed(self.cfg.seed + 1))
+        self.model.train()
+        with self.meters.window("warmup"):
+            for _ in range(num_steps):
+                batch = next(batches)
+                self._step(batch)
+                self.state.warmup_steps += 1
+                self.state.warmup_samples += self.workload.batch_size_of(batch)
+                if self.stop.requested:
+                    break
+        self.model.load_state_dict(model_state)
+        self.opt.load_state_dict(opt_state)
+        self.sched.load_state_dict(sched_state)
+        self.scaler.load_state_dict(scaler_state)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+    # ------------------------------------------------------------ training
+    def _evaluate(self) -> float:
+        with self.meters.window("eval"):
+            self.model.eval()
+            with self.autocast:
+                metric = self.workload.evaluate(self.model, self.data)
+            self.model.train()
+        return metric
+
+    def _curve_row(self, metric: float) -> dict[str, Any]:
+        s = self.state
+        train_s = self.meters.seconds("train")
+        return dict(
+            eval_index=len(s.curve), train_samples=s.samples, train_steps=s.steps,
+            epochs=s.samples / self.data.num_train, train_flops=flopcount.train_flops(self.fwd, s.samples),
+            train_time_s=train_s,
+            hardware_burden_flops=None if self.burden_flops_per_s is None else self.burden_flops_per_s * train_s,
+            energy_total_j=self.meters.energy_total_j(), wall_time_s=time.perf_counter() - self.wall_start,
+            metric_name=self.workload.metric_name, metric_value=metric,
+            error=self.workload.error_from_metric(metric), window=CURVE_WINDOW,
+        )
+
+    def train(self) -> TrainOutcome:
+        """Train to ``total_steps``, evaluating on the schedule; stop early on NaN or a signal."""
+        s, t = self.state, self.t
+        evals = set(eval_steps(self.total_steps, t.num_evals))
+        batches = batches_forever(self.data, t.batch_size, torch.Generator().manual_seed(self.cfg.seed))
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.workload.device)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self.model.train()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
+            bar = stack.enter_context(contextlib.closing(_progress(self.total_steps, t.progress)))
+            while s.steps < self.total_steps:
+                if self.stop.requested:
+                    return self._interrupted()
+                self.meters.begin("train")
+                while s.steps < self.total_steps:
+                    t0 = time.perf_counter()
+                    batch = next(batches)
+                    s.data_time_s += time.perf_counter() - t0
+                    loss = self._step(batch)
+                    nonfinite |= ~torch.isfinite(loss)
+                    s.steps += 1
+                    s.samples += self.workload.batch_size_of(batch)
+                    bar.update(1)
+                    check = s.steps % NONFINITE_CHECK_EVERY_STEPS == 0 or s.steps in evals or self.stop.requested
+                    if check and nonfinite.item():
+                        self.meters.end()
+                        return TrainOutcome("diverged", f"training loss became NaN or infinite by step {s.steps}")
+                    if check:
+                        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                    if s.steps in evals or self.stop.requested:
+                        break
+                self.meters.end()
+                if self.stop.requested:
+                    return self._interrupted()
+                metric = self._evaluate()
+                s.curve.append(self._curve_row(metric))
+                self.on_curve(s.curve)
+                log.info("step %d/%d  %s=%.4f  train %.1fs", s.steps, self.total_steps, self.workload.metric_name,
+                         metric, self.meters.seconds("train"))
+        final = s.curve[-1]
+        return TrainOutcome("ok", metric_value=final["metric_value"], error=final["error"])
+
+    def _interrupted(self) -> TrainOutcome:
+        return TrainOutcome("interrupted", f"stopped by {self.stop.name} after {self.state.steps} of "
+                                           f"{self.total_steps} steps (warm-up {self.state.warmup_steps})")
