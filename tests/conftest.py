@@ -22,13 +22,21 @@ def _required(what: str, hint: str):
     pytest.skip(f"{what} not available: {hint}")
 
 
+#: Where the shared data sits beside a checkout, used when the variable is unset.
+SHARED_DATA_BESIDE = REPO_ROOT.parent / "shared" / "data"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared reference data folder, from $COMPUTELIMITS_SHARED_DATA."""
+    """The shared reference data folder: $COMPUTELIMITS_SHARED_DATA, else ../shared/data beside the checkout."""
     value = os.environ.get(SHARED_DATA_ENV)
-    if not value or not Path(value).is_dir():
-        _required("shared data", f"set {SHARED_DATA_ENV} to the ../shared/data folder")
-    return Path(value)
+    if value:
+        if not Path(value).is_dir():
+            _required("shared data", f"{SHARED_DATA_ENV}={value} is not a folder")
+        return Path(value)
+    if SHARED_DATA_BESIDE.is_dir():
+        return SHARED_DATA_BESIDE
+    _required("shared data", f"set {SHARED_DATA_ENV} to the ../shared/data folder (none beside the checkout)")
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +46,41 @@ def fashion_mnist_root() -> Path:
     if not (root / "t10k-labels-idx1-ubyte.gz").is_file() and not (root / "t10k-labels-idx1-ubyte").is_file():
         _required("Fashion-MNIST", f"apt-get install dataset-fashion-mnist or set {FASHION_MNIST_ENV}")
     return root
+
+
+#: A tiny image-classification run: seconds on a CPU.
+TINY_HARNESS = (
+    "scale=0.125",
+    "data.train_subset=640",
+    "data.eval_subset=300",
+    "trainer.batch_size=64",
+    "trainer.eval_batch_size=150",
+    "trainer.epochs=1",
+    "trainer.num_evals=2",
+    "trainer.timing_warmup_steps=2",
+    "trainer.progress=false",
+    "device=cpu",
+)
+
+
+@pytest.fixture(scope="session")
+def compose_harness(fashion_mnist_root):
+    """``compose_harness(tmp_path, *overrides)``: the harness config of a tiny run, through Hydra's compose API.
+
+    Hardware profiles are looked up under ``tmp_path/hardware``, so no profile left in
+    ``results/`` by another process is ever used.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import register_configs
+
+    def compose_cfg(tmp_path: Path, *overrides: str):
+        register_configs()
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+            return compose("config", overrides=[*TINY_HARNESS, f"data.root={fashion_mnist_root}",
+                                                f"measure.hardware_profiles_dir={tmp_path / 'hardware'}", *overrides])
+
+    return compose_cfg
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,42 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-
-from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import RESULT_FIELDS
 from harness.runner import eval_steps, run
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-TINY = [
-    "scale=0.125",
-    "data.train_subset=640",
-    "data.eval_subset=300",
-    "trainer.batch_size=64",
-    "trainer.eval_batch_size=150",
-    "trainer.epochs=1",
-    "trainer.num_evals=2",
-    "trainer.timing_warmup_steps=2",
-    "trainer.progress=false",
-    "device=cpu",
-]
-
-
-def compose_cfg(tmp_path: Path, fashion_mnist_root: Path, *overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[*TINY, f"data.root={fashion_mnist_root}",
-                       f"measure.hardware_profiles_dir={tmp_path / 'hardware'}", *overrides],
-        )
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, fashion_mnist_root):
+def tiny_run(tmp_path_factory, compose_harness):
     tmp = tmp_path_factory.mktemp("run")
-    cfg = compose_cfg(tmp, fashion_mnist_root)
+    cfg = compose_harness(tmp)
     result = run(cfg, tmp / "out", ["scale=0.125"])
     return tmp / "out", result
 
@@ -92,18 +64,23 @@ def test_time(tiny_run):
     assert r["warmup_steps"] == 2
     for key in ("train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s"):
         assert r[key] is not None and r[key] >= 0, key
-    assert r["train_time_s"] > 0 and r["eval_time_s"] > 0
+    assert r["train_time_s"] > 0 and r["eval_time_s"] > 0 and r["warmup_time_s"] > 0
     assert r["data_time_s"] < r["train_time_s"]
     assert r["train_time_s"] + r["eval_time_s"] + r["warmup_time_s"] < r["wall_time_s"]
 
 
-def test_hardware_on_a_cpu_without_profile_is_null_not_guessed(tiny_run):
+def test_cpu_peak_is_derived_not_measured_and_burden_uses_it(tiny_run):
     _, r = tiny_run
-    for key in ("peak_flops_per_s", "peak_source", "peak_flops_per_s_run_dtype", "measured_peak_flops_per_s",
-                "hardware_burden_flops", "mfu_datasheet", "mfu_measured"):
-        assert r[key] is None, key
-    expected = 3 * r["fwd_flops_per_sample"] * (r["train_samples"] - 2 * 64) / r["train_time_s"]
-    assert r["achieved_flops_per_s"] == pytest.approx(expected)
+    assert r["peak_dtype"] == "fp32"
+    if r["peak_flops_per_s"] is None:  # a CPU the ISA table cannot derive: null with the reason
+        assert r["peak_source"].startswith("null: ") and r["hardware_burden_flops"] is None
+    else:
+        assert r["peak_source"].startswith("derived: ") and "FLOP/cycle" in r["peak_source"]
+        assert r["hardware_burden_flops"] == pytest.approx(r["peak_flops_per_s"] * r["train_time_s"])
+    # no profile under tmp_path/hardware: no measured ceiling, and the note says why
+    assert r["measured_peak_flops_per_s"] is None and r["mfu_measured"] is None
+    assert r["measured_peak_note"]
+    assert r["achieved_flops_per_s"] == pytest.approx(r["train_flops"] / r["train_time_s"])
 
 
 def test_energy_and_co2(tiny_run):
@@ -131,25 +108,44 @@ def test_quality_and_curve(tiny_run):
     assert float(rows[0]["train_time_s"]) < float(rows[1]["train_time_s"]) == pytest.approx(r["train_time_s"])
 
 
-def test_measured_profile_fills_measured_peak_and_mfu(tmp_path, fashion_mnist_root):
+def _cpu_profile(root, fp32_flops_per_s: float, *, quiet: bool = True, age_h: float = 0.0) -> None:
+    import datetime as dt
+
     from kernels.device import device_name
     from kernels.profile import write_profile
 
-    name = device_name(torch.device("cpu"))
-    write_profile({"device_name": name, "achieved_flops_per_s": {"fp32": 1e11, "bf16": None},
-                   "datasheet_flops_per_s": {}, "bandwidth_bytes_per_s": None}, tmp_path / "hardware")
-    cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "trainer.num_evals=1")
+    measured_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=age_h)
+    write_profile({"device_name": device_name(torch.device("cpu")), "device_type": "cpu",
+                   "num_threads": torch.get_num_threads(), "measured_at": measured_at.isoformat(),
+                   "quiet": quiet, "quiet_reason": None if quiet else "other processes used 60% of the CPUs",
+                   "achieved_flops_per_s": {"fp32": fp32_flops_per_s, "bf16": None},
+                   "datasheet_flops_per_s": {}, "bandwidth_bytes_per_s": None}, root)
+
+
+def test_a_quiet_matching_profile_feeds_mfu_measured_only(tmp_path, compose_harness):
+    cfg = compose_harness(tmp_path, "measure.codecarbon=false", "trainer.num_evals=1")
+    bare = run(cfg, tmp_path / "bare", [])
+    _cpu_profile(tmp_path / "hardware", 1e11)
     r = run(cfg, tmp_path / "out", [])
     assert r["measured_peak_flops_per_s"] == 1e11 and "kernels" in r["measured_peak_source"]
+    assert r["measured_peak_note"] is None
     assert r["mfu_measured"] == pytest.approx(r["achieved_flops_per_s"] / 1e11)
-    # no datasheet for a CPU: the measured fp32 ceiling stands in for the burden's peak, and says so
-    assert r["peak_flops_per_s"] == 1e11 and "measured" in r["peak_source"]
-    assert r["hardware_burden_flops"] == pytest.approx(1e11 * r["train_time_s"])
-    assert r["mfu_datasheet"] is None
+    # the burden's peak is the theoretical one whatever the profile says: a measured ceiling moves with load
+    assert r["peak_flops_per_s"] == bare["peak_flops_per_s"] and r["peak_source"] == bare["peak_source"]
     assert r["energy_cpu_method"] == "none" and r["energy_total_j"] is None and r["co2_kg"] is None
 
 
-def test_nan_loss_is_recorded_as_diverged(tmp_path, fashion_mnist_root, monkeypatch):
+@pytest.mark.parametrize("profile, why", [(dict(quiet=False), "quiet"), (dict(age_h=48.0), "old")])
+def test_a_contended_or_stale_profile_is_ignored_with_the_reason(tmp_path, compose_harness, profile, why):
+    _cpu_profile(tmp_path / "hardware", 1e11, **profile)
+    cfg = compose_harness(tmp_path, "measure.codecarbon=false", "measure.count_flops=false", "trainer.num_evals=1")
+    r = run(cfg, tmp_path / "out", [])
+    assert r["status"] == "ok"
+    assert r["measured_peak_flops_per_s"] is None and r["mfu_measured"] is None
+    assert why in r["measured_peak_note"]
+
+
+def test_nan_loss_is_recorded_as_diverged(tmp_path, compose_harness, monkeypatch):
     from harness.workloads.image_classification import ImageClassification
 
     real_loss = ImageClassification.loss
@@ -161,30 +157,30 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path, fashion_mnist_root, monkeypa
         return value * float("nan") if calls["n"] > 4 else value
 
     monkeypatch.setattr(ImageClassification, "loss", loss_that_explodes)
-    cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "measure.count_flops=false")
+    cfg = compose_harness(tmp_path, "measure.codecarbon=false", "measure.count_flops=false")
     r = run(cfg, tmp_path / "out", [])
     assert r["status"] == "diverged" and "NaN" in r["failure_reason"]
     assert r["metric_value"] is None and r["error"] is None
     assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "diverged"
 
 
-def test_out_of_memory_is_recorded_as_oom(tmp_path, fashion_mnist_root, monkeypatch):
+def test_out_of_memory_is_recorded_as_oom(tmp_path, compose_harness, monkeypatch):
     from harness.workloads.image_classification import ImageClassification
 
     def oom(self, model, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(ImageClassification, "loss", oom)
-    cfg = compose_cfg(tmp_path, fashion_mnist_root, "measure.codecarbon=false", "measure.count_flops=false")
+    cfg = compose_harness(tmp_path, "measure.codecarbon=false", "measure.count_flops=false")
     r = run(cfg, tmp_path / "out", [])
     assert r["status"] == "oom" and "out of memory" in r["failure_reason"]
     assert r["energy_gpu_method"] == "none" and r["energy_cpu_method"] == "none"  # methods recorded even on failure
 
 
-def test_bad_values_fail_before_anything_is_written(tmp_path, fashion_mnist_root):
+def test_bad_values_fail_before_anything_is_written(tmp_path, compose_harness):
     for override, key in [("scale=0", "scale"), ("scale=-1", "scale"), ("trainer.precision=fp8", "trainer.precision"),
                           ("model.name=vgg", "model"), ("workload=detection", "workload")]:
-        cfg = compose_cfg(tmp_path, fashion_mnist_root, override)
+        cfg = compose_harness(tmp_path, override)
         with pytest.raises(UserError, match=key):
             run(cfg, tmp_path / "out", [override])
         assert not (tmp_path / "out").exists()
@@ -198,12 +194,12 @@ def test_eval_steps_spread_and_end_at_the_last_step():
 
 
 @pytest.mark.gpu
-def test_cuda_run_meters_the_gpu_and_has_a_hardware_burden(tmp_path, fashion_mnist_root):
-    cfg = compose_cfg(tmp_path, fashion_mnist_root, "device=cuda", "measure.codecarbon=false")
+def test_cuda_run_meters_the_gpu_and_has_a_hardware_burden(tmp_path, compose_harness):
+    cfg = compose_harness(tmp_path, "device=cuda", "measure.codecarbon=false")
     r = run(cfg, tmp_path / "out", [])
     assert r["status"] == "ok" and r["device_type"] == "cuda"
     assert r["cuda_version"] and r["driver_version"]
     assert r["energy_gpu_method"] in ("nvml_counter", "nvml_power_sampling") and r["energy_gpu_j"] > 0
-    if r["peak_source"] is not None:  # a GPU in the datasheet table
+    if r["peak_flops_per_s"] is not None:  # a GPU in the datasheet table
         assert r["hardware_burden_flops"] == pytest.approx(r["peak_flops_per_s"] * r["train_time_s"])
-        assert 0 < r["mfu_datasheet"] < 1
+        assert 0 < r["mfu_theoretical"] < 1
