@@ -1,6 +1,8 @@
 """The short terminal summary printed at the end of a run."""
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Optional
 
 
@@ -17,6 +19,12 @@ def _num(value: Optional[float], fmt: str = ".4g", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{fmt}}{unit}"
 
 
+def _relative(path: str) -> str:
+    """The path relative to the working folder when it lies inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _conditions(r: dict[str, Any]) -> str:
     share = r.get("host_other_cpu_share")
     other = "n/a" if share is None else f"{share:.0%}"
@@ -29,8 +37,21 @@ def _conditions(r: dict[str, Any]) -> str:
     return f"{verdict}; {r.get('num_threads')} threads, other processes' CPU share {other}"
 
 
+def _short(source: Optional[str]) -> str:
+    """A source string without its parenthesised details and citations (result.json has them)."""
+    if not source:
+        return "n/a"
+    text = source
+    while True:
+        shorter = re.sub(r"\s*[(\[][^()\[\]]*[)\]]", "", text)
+        if shorter == text:
+            break
+        text = shorter
+    return text.split(";")[0].strip()
+
+
 def _assumptions(r: dict[str, Any]) -> Optional[str]:
-    """One short line per estimated energy component: what was assumed."""
+    """What each estimated energy component assumed, in a few words (all of it is in result.json)."""
     assumed = r.get("energy_assumptions")
     if not assumed:
         return None
@@ -38,10 +59,15 @@ def _assumptions(r: dict[str, Any]) -> Optional[str]:
     for part, spec in assumed.items():
         if not isinstance(spec, dict):
             continue
-        watts = {k: v for k, v in spec.items() if k.endswith("_w") and isinstance(v, (int, float))}
-        shown = ", ".join(f"{k} {v:.3g}" for k, v in list(watts.items())[:3])
-        parts.append(f"{part}: {spec.get('model', '?')}" + (f" ({shown})" if shown else ""))
-    return "; ".join(parts) or None
+        bits = []
+        if isinstance(spec.get("tdp_w"), (int, float)):
+            bits.append(f"TDP {spec['tdp_w']:g} W, {spec.get('tracking_mode', '?')} load")
+        if isinstance(spec.get("watts"), (int, float)):
+            bits.append(f"{spec['watts']:g} W")
+        if isinstance(spec.get("mean_power_w"), (int, float)) and "watts" not in spec:
+            bits.append(f"mean {spec['mean_power_w']:.3g} W")
+        parts.append(f"{part} {', '.join(bits) or 'estimated'}")
+    return ("; ".join(parts) + " (codecarbon model: result.json energy_assumptions)") if parts else None
 
 
 def format_summary(r: dict[str, Any], run_dir: str) -> str:
@@ -60,13 +86,13 @@ def format_summary(r: dict[str, Any], run_dir: str) -> str:
         ("achieved", f"{_si(r.get('achieved_flops_per_s'), 'FLOP/s')}; MFU theoretical {_num(r.get('mfu_theoretical'), '.1%')}, "
                      f"measured {_num(r.get('mfu_measured'), '.1%')}"),
         ("hardware burden", f"{_si(r.get('hardware_burden_flops'), 'FLOP')} (peak {_si(r.get('peak_flops_per_s'), 'FLOP/s')}: "
-                            f"{r.get('peak_source') or 'n/a'})"),
+                            f"{_short(r.get('peak_source'))})"),
         ("energy", f"{_num(r.get('energy_total_j'), '.4g', ' J')} training, {_num(r.get('warmup_energy_j'), '.3g', ' J')} warm-up "
                    f"({methods})"),
         ("assumed", _assumptions(r)),
         ("conditions", _conditions(r)),
         ("CO2", f"{_num(r.get('co2_kg'), '.3g', ' kg')} at {_num(r.get('carbon_intensity_g_per_kwh'), '.0f', ' g/kWh')} ({r.get('country_iso_code')})"),
-        ("outputs", run_dir),
+        ("outputs", _relative(run_dir)),
     ]
     rows = [(k, v) for k, v in rows if v is not None]
     width = max(len(k) for k, _ in rows)
