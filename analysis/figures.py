@@ -90,6 +90,14 @@ def _error_axis(ax, lo: float, hi: float) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _panel_grid(num_panels: int, panel_height_in: float):
+    """A figure with one panel per compute measure, two per row."""
+    ncols = 2 if num_panels > 1 else 1
+    nrows = math.ceil(num_panels / ncols)
+    return plt.subplots(nrows, ncols, figsize=(6.4 * ncols, panel_height_in * nrows), squeeze=False,
+                        layout="constrained")
+
+
 def _fit_label(prefix: str, fit: Fit) -> str:
     k = f"k={fit.k:.1f}" if not math.isnan(fit.k) else "k undefined"
     if not math.isnan(fit.k_ci_low):
@@ -167,10 +175,7 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, own: list, proxies: list, fi
     measures = [m for m in COMPUTE_MEASURES if has[m]]
     if not measures:
         return None
-    ncols = 2 if len(measures) > 1 else 1
-    nrows = math.ceil(len(measures) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 5.4 * nrows), squeeze=False,
-                             layout="constrained")
+    fig, axes = _panel_grid(len(measures), 5.4)
     years = lit["year"].dropna() if not lit.empty else pd.Series(dtype=float)
     vmin, vmax = (years.min(), years.max()) if len(years) else (2012, 2022)
     sc = None
@@ -250,10 +255,7 @@ def measured_group_figure(g, fits: list[Fit], ci_level: float, formats: list[str
                 if len(g.final.get(m, [])) or len(g.frontier.get(m, []))]
     if not measures:
         return None
-    ncols = 2 if len(measures) > 1 else 1
-    nrows = math.ceil(len(measures) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 5.0 * nrows), squeeze=False,
-                             layout="constrained")
+    fig, axes = _panel_grid(len(measures), 5.0)
     errs = _errors_of([g], measures)
     final_key, front_key = (*g.key, "measured", "final"), (*g.key, "measured", "frontier")
     for ax, measure in zip(axes.flat, measures):
