@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 #: 1 kWh = 3.6 MJ, by definition of the watt-hour.
 JOULES_PER_KWH = 3.6e6
 
-ENERGY_METHODS = ("nvml_counter", "nvml_power_sampling", "rapl", "codecarbon_estimate", "none")
-
 #: The window kinds :class:`EnergyMeter` meters (``eval`` is timed elsewhere, never metered).
 ENERGY_WINDOW_KINDS = ("train", "warmup")
 #: The kind of :meth:`EnergyMeter.measure_idle`'s window; internal, never a ``begin_window`` kind.

@@ -100,11 +100,6 @@ class Meters:
         """Energy of the closed ``train`` windows so far (all components), or None."""
         return None if self.energy is None else self.energy.so_far().get("energy_total_j")
 
-    @property
-    def window_open(self) -> Optional[str]:
-        """The kind of the open window, or None."""
-        return self._kind
-
     def begin(self, kind: str) -> None:
         if kind not in WINDOW_KINDS:
             raise ValueError(f"window kind {kind!r}; valid: {', '.join(WINDOW_KINDS)}")

@@ -6,8 +6,6 @@ then reads ``time.perf_counter``.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 
@@ -16,8 +14,3 @@ def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-def synced_now(device: torch.device) -> float:
-    """``time.perf_counter()`` after the device has finished its queued work."""
-    synchronize(device)
-    return time.perf_counter()
