@@ -116,14 +116,15 @@ class TrainLoop:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.t.precision == "fp16")
 
     # ------------------------------------------------------------ one step
-    def _step(self, batch: Any) -> torch.Tensor:
+    def _step(self, batch: Any, schedule: bool = True) -> torch.Tensor:
         with self.autocast:
             loss = self.workload.loss(self.model, batch)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.sched.step()
+        if schedule:
+            self.sched.step()
         return loss.detach()
 
     # ------------------------------------------------------------ warm-up
@@ -144,7 +145,9 @@ class TrainLoop:
         with self.meters.window("warmup"):
             for _ in range(num_steps):
                 batch = next(batches)
-                self._step(batch)
+                # The scheduler stays put: warm-up may be longer than a short run's schedule
+                # (OneCycleLR refuses to step past its total), and its state is restored anyway.
+                self._step(batch, schedule=False)
                 self.state.warmup_steps += 1
                 self.state.warmup_samples += self.workload.batch_size_of(batch)
                 if self.stop.requested:

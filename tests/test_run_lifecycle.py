@@ -50,7 +50,7 @@ def test_onecycle_fraction_is_unchanged_for_long_runs_and_fixed_for_short_ones()
         onecycle_pct_start(0.2, 2)
 
 
-@pytest.mark.parametrize("steps", [1, 2, 5])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
 def test_short_runs_work_end_to_end(tmp_path, compose_harness, steps):
     cfg = compose_harness(tmp_path, *QUICK, f"trainer.max_steps={steps}", "trainer.timing_warmup_steps=5")
     r = run(cfg, tmp_path / "out", [])
