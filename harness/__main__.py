@@ -17,16 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from common.hydra_cli import exit_on_bad_overrides
+from common.hydra_cli import CONF_DIR, exit_on_bad_overrides
 from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import empty_result, write_result
 from harness.runner import run
+from harness.rundir import check_output_dir, finished_status, register_resolvers
 from harness.stop import exit_code
 from harness.summary import format_summary
 
 log = logging.getLogger("harness")
 register_configs()
+register_resolvers()
 
 
 def _remove_if_only_hydra(run_dir: Path) -> None:
@@ -41,6 +43,13 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
+    done = finished_status(run_dir)
+    if done is not None:  # never overwrite a finished run; a re-run sweep skips it
+        log.warning("skipped: %s already holds a finished run (status %s)", run_dir, done)
+        if not multirun:
+            print(f"error: {run_dir} already holds a finished run (status {done}); it is never overwritten", file=sys.stderr)
+            sys.exit(2)
+        return
     try:
         result = run(cfg, run_dir, overrides)
     except UserError as exc:
@@ -61,4 +70,12 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     exit_on_bad_overrides("config")
-    main()
+    problem = check_output_dir(sys.argv[1:], str(CONF_DIR), "config")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C outside a run's training loop (start-up, a second Ctrl-C)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
