@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import math
+import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -163,8 +165,14 @@ def read_idx(path: Path) -> np.ndarray:
     then the data (http://yann.lecun.com/exdb/mnist/, "FILE FORMATS FOR THE MNIST DATABASE").
     """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip, unreadable file
+        raise UserError(f"{path} cannot be read: {exc}; the file is corrupt or truncated, download or "
+                        "install it again") from None
+    if len(raw) < 4 or len(raw) < 4 + 4 * raw[3]:
+        raise UserError(f"{path} is truncated: {len(raw)} bytes, shorter than an IDX header")
     zero, dtype_code, rank = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise UserError(f"{path} is not a uint8 IDX file (header {raw[:4].hex()})")
@@ -218,6 +226,12 @@ def load_cifar10(cfg: Any, device: torch.device, channels_last: bool = False) ->
             raise DataNotFoundError(
                 f"data=cifar10: no CIFAR-10 in torchvision's format under {root} ({exc}); "
                 "set data.root=DIR or allow data.download=true"
+            ) from None
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # no network (URLError), bad archive or pickle
+            what = "could not be downloaded" if cfg.download else "could not be read"
+            raise DataNotFoundError(
+                f"data=cifar10: CIFAR-10 {what} into {root} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                "without network, put torchvision's cifar-10-batches-py folder under data.root"
             ) from None
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW
         splits[split] = (images, torch.tensor(ds.targets, dtype=torch.int64))

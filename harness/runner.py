@@ -202,6 +202,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             result["stop_signal"] = stop.signum
     if loop is not None:
         result.update(_work_done(loop.state, data, result))
+    if result["status"] == "ok":
+        log.info("status ok: %s=%s", result["metric_name"], result["metric_value"])
+    else:  # the log says how every run ended, not only the summary on stdout
+        log.warning("status %s: %s", result["status"], result["failure_reason"])
     _derive(result)
     result["wall_time_s"] = time.perf_counter() - wall_start
     run_dir.mkdir(parents=True, exist_ok=True)
