@@ -12,13 +12,13 @@ import hydra
 from omegaconf import DictConfig
 
 from analysis.config import register_configs
-from common.hydra_cli import exit_on_bad_overrides
+from common.hydra_cli import conf_dir, exit_on_bad_overrides
 from analysis.errors import AnalysisError
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="analysis")
+@hydra.main(version_base="1.3", config_path=str(conf_dir("analysis")), config_name="analysis")
 def main(cfg: DictConfig) -> None:
     from analysis.pipeline import run  # heavy imports only once the config is known to be good
 

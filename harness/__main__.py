@@ -37,7 +37,7 @@ def _remove_if_only_hydra(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)

@@ -26,7 +26,7 @@ from kernels.config import (
 )
 from kernels.ops import GemmShape
 from common.atomic import write_atomic
-from common.hydra_cli import exit_on_bad_overrides
+from common.hydra_cli import conf_dir, exit_on_bad_overrides
 
 register_configs()
 
@@ -133,7 +133,7 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
     return profile
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="kernels")
+@hydra.main(version_base=None, config_path=str(conf_dir("kernels")), config_name="kernels")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors are one line on stderr, exit status 2, nothing written."""
     try:

@@ -76,7 +76,7 @@ def compose_harness(fashion_mnist_root):
 
     def compose_cfg(tmp_path: Path, *overrides: str):
         register_configs()
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "harness"), version_base="1.3"):
             return compose("config", overrides=[*TINY_HARNESS, f"data.root={fashion_mnist_root}",
                                                 f"measure.hardware_profiles_dir={tmp_path / 'hardware'}", *overrides])
 

@@ -260,7 +260,7 @@ def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "conf" / "analysis"), version_base="1.3"):
         return compose(config_name="analysis", overrides=overrides)
 
 

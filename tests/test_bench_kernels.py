@@ -47,7 +47,7 @@ MIN_RATIO = 0.9
 
 def _default_cfg() -> KernelsConfig:
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "kernels"), version_base=None):
         return OmegaConf.to_object(compose(config_name="kernels"))
 
 

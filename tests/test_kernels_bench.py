@@ -146,7 +146,7 @@ def test_max_call_s_stops_a_slow_dtype() -> None:
 
 def test_compose_default_config_and_overrides() -> None:
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "kernels"), version_base=None):
         cfg = compose(config_name="kernels", overrides=["out_dir=/tmp/x", "cpu.gemm_shapes=[[8,8,8]]"])
     assert cfg.out_dir == "/tmp/x" and list(cfg.cpu.gemm_shapes[0]) == [8, 8, 8]
     assert list(cfg.cpu.dtypes) == ["fp32", "bf16"]
@@ -156,7 +156,7 @@ def test_compose_default_config_and_overrides() -> None:
 
 def test_compose_rejects_typos_and_types() -> None:
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "kernels"), version_base=None):
         with pytest.raises(Exception):
             compose(config_name="kernels", overrides=["cpu.gemm_shape=[[8,8,8]]"])  # typo
         with pytest.raises(Exception):

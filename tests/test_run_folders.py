@@ -72,7 +72,7 @@ def test_a_re_run_sweep_skips_the_jobs_that_finished(tmp_path, fashion_mnist_roo
 
 
 def test_output_folder_checks(tmp_path):
-    conf = str(REPO_ROOT / "conf")
+    conf = str(REPO_ROOT / "conf" / "harness")
     done = tmp_path / "done"
     done.mkdir()
     (done / "result.json").write_text(json.dumps({"status": "diverged"}))
