@@ -19,7 +19,10 @@ from omegaconf import DictConfig
 from kernels.config import (
     ConfigError,
     KernelsConfig,
+    available_memory_bytes,
     check_device_string,
+    check_memory,
+    check_out_dir,
     conv_shape,
     register_configs,
     validate,
@@ -81,11 +84,13 @@ def run(cfg: KernelsConfig | DictConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     check_device_string(cfg.device)
+    check_out_dir(cfg.out_dir)  # before measuring: a read-only folder used to fail after all the work
     try:
         device = resolve_device(cfg.device)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
     cfg = validate(cfg, device.type)
+    check_memory(cfg, device.type, *available_memory_bytes(device))  # a huge shape fails here, not in the allocator
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     if device.type == "cuda":

@@ -6,13 +6,15 @@ value of the wrong type fails when the config is composed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from kernels.ops import TORCH_DTYPES, Conv2dShape, GemmShape
+from kernels.ops import TORCH_DTYPES, Conv2dShape, GemmShape, conv2d_bytes
 
 __all__ = [
     "TimingConfig",
@@ -25,6 +27,10 @@ __all__ = [
     "register_configs",
     "validate",
     "check_device_string",
+    "check_out_dir",
+    "check_memory",
+    "memory_needs",
+    "available_memory_bytes",
     "gemm_shapes",
     "conv_shape",
 ]
@@ -195,3 +201,119 @@ def conv_shape(conv: ConvConfig) -> Conv2dShape:
         stride=conv.stride,
         padding=conv.padding,
     )
+
+
+#: Share of the available memory a single operation may use; the rest is left to the process
+#: (torch's allocator, the interpreter) and to the host.
+MEMORY_HEADROOM = 0.9
+GIB = 2**30
+
+
+def check_out_dir(out_dir: str) -> None:
+    """Refuse an ``out_dir`` that cannot be written, before anything is measured.
+
+    The folder itself need not exist (the profile's writer makes it); the nearest folder that
+    does exist must be a folder and writable.
+
+    Raises:
+        ConfigError: One line naming ``out_dir`` and why.
+    """
+    path = Path(out_dir).expanduser().absolute()
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(f"out_dir={out_dir!r} cannot be written: {base} is not a folder; choose another out_dir")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir={out_dir!r} cannot be written: {base} is not writable; choose another out_dir")
+
+
+def memory_needs(cfg: KernelsConfig, device_type: str) -> list[tuple[str, int, int]]:
+    """Every measured operation's memory: ``(what, device_bytes, host_bytes)``.
+
+    A GEMM holds its three matrices (A m x k, B k x n, C m x n) at the dtype's size at once;
+    its inputs are drawn in fp32 on the host first (kernels.ops._randn), so the largest input's
+    fp32 copy is staged on the host too, unless the CPU dtype is fp32 itself (no copy then).
+    A copy holds two buffers; a host-to-device copy a pinned host buffer and its device copy.
+    On the CPU, device and host are the same memory: the two are added.
+    """
+    key = "cuda" if device_type == "cuda" else "cpu"
+    sweep: SweepConfig = getattr(cfg, key)
+    needs: list[tuple[str, int, int]] = []
+
+    def gemm(where: str, shape: list[int], dtype: str) -> None:
+        m, n, k = (int(x) for x in shape)
+        itemsize = TORCH_DTYPES[dtype].itemsize
+        matrices = (m * k + k * n + m * n) * itemsize
+        staging = 0 if (device_type == "cpu" and itemsize == 4) else max(m * k, k * n) * 4
+        needs.append((f"{where} {[m, n, k]} in {dtype} (3 matrices x {itemsize} B)", matrices, staging))
+
+    for dtype in sweep.dtypes:
+        for shape in sweep.gemm_shapes:
+            gemm(f"{key}.gemm_shapes", list(shape), dtype)
+        itemsize = TORCH_DTYPES[dtype].itemsize
+        needs.append((f"{key}.conv in {dtype}", conv2d_bytes(conv_shape(sweep.conv), itemsize), 0))
+    if sweep.copy_bytes > 0:
+        needs.append((f"{key}.copy_bytes={sweep.copy_bytes} (2 buffers)", 2 * sweep.copy_bytes, 0))
+    if device_type == "cuda" and sweep.host_to_device_bytes > 0:
+        needs.append((f"{key}.host_to_device_bytes={sweep.host_to_device_bytes}", sweep.host_to_device_bytes,
+                      sweep.host_to_device_bytes))
+    if device_type == "cuda" and cfg.ncu.enabled:
+        for dtype in cfg.ncu.dtypes:
+            if dtype in TORCH_DTYPES:
+                gemm("ncu.gemm_shape", list(cfg.ncu.gemm_shape), dtype)
+    return needs
+
+
+def _host_available_bytes() -> Optional[int]:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001  (no psutil: /proc/meminfo, else unknown)
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory_bytes(device: Any) -> tuple[Optional[int], Optional[int]]:
+    """``(device_free, host_available)`` in bytes; None where it cannot be known.
+
+    On the CPU both are the host's available memory (psutil, else /proc/meminfo's MemAvailable);
+    on CUDA the device's free memory is ``torch.cuda.mem_get_info``.
+    """
+    host = _host_available_bytes()
+    if getattr(device, "type", "cpu") != "cuda":
+        return host, host
+    import torch
+
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+    except Exception:  # noqa: BLE001  (no answer from the driver: the device check is skipped)
+        return None, host
+    return int(free), host
+
+
+def check_memory(cfg: Any, device_type: str, device_free: Optional[int], host_available: Optional[int]) -> None:
+    """Refuse a sweep whose largest operation would not fit in memory, before measuring.
+
+    Raises:
+        ConfigError: One line naming the key, the value, the memory it needs and what is available.
+    """
+    cfg = _as_config(cfg)
+    on_cpu = device_type != "cuda"
+    for what, device_bytes, host_bytes in memory_needs(cfg, device_type):
+        checks = [("cpu", device_bytes + host_bytes, host_available)] if on_cpu else [
+            (device_type, device_bytes, device_free), ("host", host_bytes, host_available)]
+        for where, need, available in checks:
+            if available is None or need <= MEMORY_HEADROOM * available:
+                continue
+            raise ConfigError(
+                f"{what} needs {need / GIB:.1f} GiB, more than {MEMORY_HEADROOM:.0%} of the "
+                f"{available / GIB:.1f} GiB available on {where}; use smaller sizes"
+            )
