@@ -101,3 +101,194 @@ def test_every_command_reports_bad_overrides_in_one_line(tmp_path, command, over
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------ issue 8: nothing silent, nothing written
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single ``error: ...`` line of a refused command (exit 2, no traceback)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_misspelled_experiment_stops_the_sweep_and_writes_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = harness("-m", "experiment=fmnist_width_swep", "trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    line = one_error_line(proc)
+    assert line == "error: experiment='fmnist_width_swep' is unknown; valid choices: cifar10_resnet18, fmnist_width_sweep"
+    assert "Launching" not in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no sweep folder, no results/ in the working folder
+
+
+def test_plus_cannot_add_a_key_to_a_typed_config(tmp_path):
+    proc = harness("+trainer.lrr=5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    line = one_error_line(proc)
+    assert line.startswith("error: 'trainer.lrr' is not a config key; valid keys of trainer: batch_size,")
+    assert "lr," in line and "(a leading + cannot add keys to a typed config)" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["experiment=fmnist_width_swep"], "experiment='fmnist_width_swep' is unknown; valid choices: cifar10_resnet18, fmnist_width_sweep"),
+        (["-m", "experiment=fmnist_width_sweep,nope"], "experiment='nope' is unknown"),  # every swept option
+        (["+trainer.lrr=5"], "'trainer.lrr' is not a config key"),
+        (["++trainer.lrr=5"], "'trainer.lrr' is not a config key"),
+        (["+foo=1"], "'foo' is not a config key; valid keys of the top level: data, device,"),
+        (["+model.width=2"], "'model.width' is not a config key; valid keys of model: depth, name,"),
+        (["+trainer.lr=0.5"], "Could not append to config. An item is already at 'trainer.lr'"),  # Hydra's own, one line
+        (["data.root=/tmp/a,b"], "'data.root=/tmp/a,b' has a comma: for a string type it as \"data.root='/tmp/a,b'\""),
+        # what stays allowed: ++ on a key the schema has, an existing option, an untyped hydra key
+        (["++trainer.lr=0.05"], None),
+        (["experiment=fmnist_width_sweep"], None),
+        (["-m", "experiment=fmnist_width_sweep,cifar10_resnet18"], None),
+        (["+data.root=/x"], None),  # a schema field whose value is null: Hydra sets it
+    ],
+)
+def test_precheck_groups_and_additions(args, expected):
+    from common.hydra_cli import precheck
+    from harness.config import register_configs
+
+    register_configs()
+    problem = precheck(args, "config")
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None and problem.startswith(expected), problem
+
+
+QUOTING = [
+    ("data.root=~/data/cifar10", "\"data.root='~/data/cifar10'\"", "~/data/cifar10"),
+    ("data.root=/tmp/dätä", "\"data.root='/tmp/dätä'\"", "/tmp/dätä"),
+    ("hydra.run.dir=/r/sweep/0_scale=0.125", "\"hydra.run.dir='/r/sweep/0_scale=0.125'\"", "/r/sweep/0_scale=0.125"),
+    ("data.root=/tmp/it's (x86)", None, "/tmp/it's (x86)"),
+    ("data.root=/tmp/a $b", None, "/tmp/a $b"),
+]
+
+
+@pytest.mark.parametrize("override, suggestion, value", QUOTING)
+def test_unparsable_values_say_how_to_quote_and_the_quoting_works(override, suggestion, value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from common.hydra_cli import parse_problem, precheck, shell_quoted
+
+    typed = shell_quoted(override)
+    if suggestion is not None:
+        assert typed == suggestion
+    # what the shell hands over for the suggestion parses, in Hydra, to the value meant
+    echoed = subprocess.run(["bash", "-c", f"printf '%s' {typed}"], capture_output=True, text=True, check=True).stdout
+    assert OverridesParser.create().parse_override(echoed).value() == value
+    if "$" not in override and "(" not in override:  # those two parse unquoted or not at all for other reasons
+        problem = precheck([override], "config")
+        assert problem == parse_problem(override, "x") and typed in problem, problem
+
+
+def test_a_run_dir_with_equals_is_one_line_and_the_quoted_form_works(tmp_path):
+    run_dir = tmp_path / "sweep" / "0_scale=0.125"
+    line = one_error_line(harness(f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert line == (f"error: cannot parse override 'hydra.run.dir={run_dir}': Hydra reads ~, =, quotes, brackets and "
+                    f"non-ASCII characters in a value only inside quotes; type it as \"hydra.run.dir='{run_dir}'\" "
+                    "(Hydra's quotes inside the shell's)")
+    proc = harness(f"hydra.run.dir='{run_dir}'", "data.root='~/data/cifar10'", "--cfg", "hydra", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"dir: {run_dir}\n" in proc.stdout
+    assert not run_dir.exists()
+
+
+def test_tilde_path_names_the_quoting(tmp_path):
+    line = one_error_line(harness("data=cifar10", "data.root=~/data/cifar10", cwd=tmp_path))
+    assert "type it as \"data.root='~/data/cifar10'\"" in line and "$HOME" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, own", [("kernels", "python -m kernels"), ("analysis", "python -m analysis")])
+def test_help_lists_only_the_commands_own_config(tmp_path, command, own):
+    proc = subprocess.run([sys.executable, "-m", command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert own in proc.stdout
+    for harness_group in ("experiment:", "trainer:", "model:", "Configuration groups"):
+        assert harness_group not in proc.stdout
+
+
+def test_harness_help_lists_its_groups(tmp_path):
+    proc = harness("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "experiment: cifar10_resnet18, fmnist_width_sweep" in proc.stdout and "out_dir" not in proc.stdout
+
+
+def test_each_command_has_its_own_config_folder():
+    from common.hydra_cli import CONF_DIR, CONF_ROOT, conf_dir
+
+    assert CONF_ROOT == REPO / "conf" and CONF_DIR == conf_dir("harness")
+    assert {p.name for p in CONF_ROOT.iterdir() if p.is_dir() and p.name != "__pycache__"} == {"harness", "kernels", "analysis"}
+    assert (conf_dir("harness") / "config.yaml").is_file()
+    assert (conf_dir("kernels") / "kernels.yaml").is_file() and (conf_dir("analysis") / "analysis.yaml").is_file()
+    with pytest.raises(ValueError, match="harness, kernels, analysis"):
+        conf_dir("audit")
+
+
+def test_cifar10_default_folder_is_git_ignored():
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from common.hydra_cli import CONF_DIR
+    from harness.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        root = compose("config", overrides=["data=cifar10"]).data.root
+    assert root == "results/cache/data/cifar10"
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("no git checkout to ask")
+    for path in (f"{root}/cifar-10-batches-py/data_batch_1", "data/cifar10/cifar-10-batches-py/data_batch_1"):
+        check = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert check.returncode == 0, f"{path} is not git-ignored"
+
+
+# ------------------------------------------------------------ kernels: checked before measuring
+def kernels(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kernels", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_kernels_huge_gemm_is_refused_before_measuring(tmp_path):
+    out = tmp_path / "hw"
+    proc = kernels("device=cpu", "cpu.gemm_shapes=[[1000000,1000000,1000000]]", f"out_dir={out}", cwd=tmp_path)
+    line = one_error_line(proc)
+    assert line.startswith("error: cpu.gemm_shapes [1000000, 1000000, 1000000] in fp32 (3 matrices x 4 B) needs 11175.9 GiB, "
+                           "more than 90% of the "), line
+    assert line.endswith("GiB available on cpu; use smaller sizes")
+    assert proc.stdout == "" and not out.exists()
+
+
+def test_kernels_unwritable_out_dir_is_refused_before_measuring(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = kernels("device=cpu", f"out_dir={blocker / 'hw'}", cwd=tmp_path)  # root may write a 555 folder; not under a file
+    assert one_error_line(proc) == f"error: out_dir='{blocker / 'hw'}' cannot be written: {blocker} is not a folder; choose another out_dir"
+    assert proc.stdout == ""
+
+
+def test_kernels_memory_check_on_cuda_counts_device_and_host_apart():
+    from kernels.config import ConfigError, KernelsConfig, check_memory, memory_needs
+
+    cfg = KernelsConfig()
+    cfg.cuda.dtypes = ["bf16"]
+    cfg.cuda.gemm_shapes = [[16384, 16384, 16384]]
+    cfg.cuda.copy_bytes = 0
+    cfg.cuda.host_to_device_bytes = 0
+    (what, device_bytes, host_bytes), _conv = memory_needs(cfg, "cuda")
+    assert what == "cuda.gemm_shapes [16384, 16384, 16384] in bf16 (3 matrices x 2 B)"
+    assert device_bytes == 3 * 16384**2 * 2 and host_bytes == 16384**2 * 4  # fp32 staging of one input
+    check_memory(cfg, "cuda", device_free=80 * 2**30, host_available=8 * 2**30)
+    with pytest.raises(ConfigError, match=r"needs 1\.5 GiB, more than 90% of the 1\.0 GiB available on cuda"):
+        check_memory(cfg, "cuda", device_free=2**30, host_available=8 * 2**30)
+    with pytest.raises(ConfigError, match=r"needs 1\.0 GiB, more than 90% of the 0\.5 GiB available on host"):
+        check_memory(cfg, "cuda", device_free=80 * 2**30, host_available=2**29)
+    check_memory(cfg, "cuda", device_free=None, host_available=None)  # unknown: not refused
+    # on the CPU, fp32 operands are drawn in place; bf16 ones are staged in fp32 in the same memory
+    cfg.cpu.dtypes, cfg.cpu.gemm_shapes, cfg.cpu.copy_bytes = ["fp32", "bf16"], [[1024, 1024, 1024]], 0
+    gemms = [n for n in memory_needs(cfg, "cpu") if "gemm" in n[0]]
+    assert [(d, h) for _, d, h in gemms] == [(3 * 2**20 * 4, 0), (3 * 2**20 * 2, 2**20 * 4)]
