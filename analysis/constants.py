@@ -152,3 +152,59 @@ PUBLISHED_POLYNOMIAL: dict[tuple[str, str], dict[str, float]] = {
     ("squad1.1", "hardware_burden"): {"b": -0.0956, "b_se": 0.012, "r2": 0.872, "n": 12},
     ("conll2003", "hardware_burden"): {"b": -0.0269, "b_se": 0.010, "r2": 0.417, "n": 12},
 }
+
+# --- Plausibility of measured runs (result.json) -----------------------------------------------
+# A result.json whose numbers lie outside these bounds was not written by a real run (or was
+# edited): it is an error naming file and key (strict=true) or a skipped file (strict=false).
+# The ceilings sit 3x to 100x above the largest value on record, so they catch corruption
+# (1e300 FLOPs, an error of 1e-300) without second-guessing real runs.
+
+# Training compute: Epoch AI's "All ML Systems" snapshot (EPOCH_FILENAME, 2025-08) tops out at
+# 4.64e26 FLOP (Grok-3, Feb 2025); 1e28 is over 20x that. A forward pass of one sample cannot cost
+# more than the largest training run, so the same ceiling bounds fwd_flops_per_sample. Hardware
+# burden = training compute / utilisation: the largest run at 5% utilisation is 9.3e27 < 1e28.
+MAX_PLAUSIBLE_FLOPS: float = 1e28
+# A FLOP count is a count of operations: a positive count is at least one.
+MIN_PLAUSIBLE_FLOPS: float = 1.0
+# Peak FLOP/s of one device: Epoch AI's chip dataset (epoch_chip_dataset.csv) tops out at
+# 1.53e16 FLOP/s (NVIDIA GB300, FP4); 1e17 is over 6x that.
+MAX_PLAUSIBLE_PEAK_FLOPS_PER_S: float = 1e17
+# Devices in one run: the most in Epoch AI's snapshot is 100,000 (Grok-3); 1e7 is 100x that.
+MAX_PLAUSIBLE_NUM_DEVICES: float = 1e7
+# Training time: the longest in Epoch AI's snapshot is 9,022.8 h = 3.2e7 s (DeepMind's Diamond);
+# 1e8 s (3.2 years) is 3x that.
+MAX_PLAUSIBLE_TRAIN_TIME_S: float = 1e8
+# Training energy: the highest power draw in Epoch AI's snapshot (1.37e8 W, Grok-3) for the
+# longest training time (3.2e7 s) is 4.5e15 J; 1e17 J is over 20x that.
+MAX_PLAUSIBLE_ENERGY_J: float = 1e17
+# Parameters: the most in Epoch AI's snapshot is 1e14 (Persia); 1e16 is 100x that.
+MAX_PLAUSIBLE_NUM_PARAMS: float = 1e16
+# Error floor when the test-set size does not bound it. Below 1e-6 an error needs a test set of
+# over a million samples with at most one mistake; the benchmarks' test sets are far smaller
+# (ImageNet val 50,000 images; COCO val2017 5,000 images; SQuAD 1.1 dev 10,570 questions;
+# CoNLL-2003 test 3,453 sentences; WMT14 newstest2014 3,003 sentences), and the best published
+# errors in the Thompson et al. CSVs are above 5e-2 (CoNLL-2003: 0.054).
+MIN_PLAUSIBLE_ERROR: float = 1e-6
+# Benchmarks whose error is a fraction of evaluated samples (1 - top-1: one image is right or
+# wrong), so a non-zero error over eval_samples samples is at least 1/eval_samples. Box AP,
+# F1 and BLEU are not fractions of samples, and SQuAD's eval_samples may count context windows
+# rather than questions: those use MIN_PLAUSIBLE_ERROR only.
+COUNT_ERROR_BENCHMARKS: tuple[str, ...] = ("imagenet",)
+# Relative slack on 1/eval_samples for float rounding of the stored error.
+COUNT_ERROR_RTOL: float = 1e-9
+# A result.json is one flat object with the resolved config: a few kB (the one in results/runs
+# is 8 kB). Anything over 16 MiB is not one, and is not read into memory.
+MAX_RESULT_JSON_BYTES: int = 16 * 1024 * 1024
+
+# --- Config ranges (python -m analysis) -----------------------------------------------------------
+# figures.dpi: PNGs are for report.html (print quality is the SVG or PDF, which are vector).
+# matplotlib's FreeType text rendering fails outright at 1 dpi ("invalid ppem value"), and below
+# 50 dpi the 8-pt legend text is under 6 px high; 600 dpi is beyond any screen and keeps the
+# largest figure (12.8 x 10 in, two panel columns and rows) under 50 megapixels.
+MIN_FIGURE_DPI: int = 50
+MAX_FIGURE_DPI: int = 600
+# fit.bootstrap_resamples: Efron and Tibshirani (An Introduction to the Bootstrap, 1993, sec.
+# 19.3) suggest about 1,000 resamples for percentile intervals; 20,000 leaves no visible Monte
+# Carlo error, while each (resamples x points) float array stays at 33 MB for the largest
+# literature benchmark (208 ImageNet rows), a few hundred MB in all for the batched quantile fit.
+MAX_BOOTSTRAP_RESAMPLES: int = 20_000
