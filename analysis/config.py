@@ -6,12 +6,13 @@ anything runs. Checks Hydra cannot express (ranges, benchmark names) live in :fu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from analysis.constants import BENCHMARKS
+from analysis.constants import BENCHMARKS, MAX_BOOTSTRAP_RESAMPLES, MAX_FIGURE_DPI, MIN_FIGURE_DPI
 from analysis.errors import AnalysisError
 
 
@@ -127,6 +128,11 @@ class AnalysisConfig:
     figures: FigureConfig = field(default_factory=FigureConfig)
     # Print the summary table to the terminal.
     summary: bool = True
+    # true: the first bad result.json or curve.csv under results.root (unreadable, truncated,
+    # binary, NaN or implausible values, missing keys) stops the analysis with one line naming
+    # the file and key. false: each bad file is skipped with one warning line, counted in the
+    # summary and the report, and the good runs are fitted.
+    strict: bool = True
 
 
 def register_configs() -> None:
@@ -134,8 +140,16 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="analysis_schema", node=AnalysisConfig)
 
 
+def _finite(name: str, value: float, low: float, what: str) -> None:
+    if not (math.isfinite(value) and value >= low):
+        raise AnalysisError(f"{name}={value}: must be a finite number {what}")
+
+
 def validate(cfg: Any) -> None:
-    """Range and name checks that types cannot express; one clear line per problem."""
+    """Range and name checks that types cannot express; one clear line per problem.
+
+    Runs before any input is read, so a bad number fails in one line before any work.
+    """
     fit = cfg.fit
     if fit.min_points < 3:
         raise AnalysisError(f"fit.min_points={fit.min_points}: must be >= 3 (two coefficients "
@@ -144,8 +158,13 @@ def validate(cfg: Any) -> None:
         raise AnalysisError(f"fit.quantile={fit.quantile}: must be strictly between 0 and 1")
     if not 0.0 < fit.ci_level < 1.0:
         raise AnalysisError(f"fit.ci_level={fit.ci_level}: must be strictly between 0 and 1")
-    if fit.bootstrap_resamples < 0:
-        raise AnalysisError(f"fit.bootstrap_resamples={fit.bootstrap_resamples}: must be >= 0")
+    if not 0 <= fit.bootstrap_resamples <= MAX_BOOTSTRAP_RESAMPLES:
+        raise AnalysisError(f"fit.bootstrap_resamples={fit.bootstrap_resamples}: must be between 0 "
+                            f"(no intervals) and {MAX_BOOTSTRAP_RESAMPLES} "
+                            "(MAX_BOOTSTRAP_RESAMPLES in analysis/constants.py)")
+    if fit.bootstrap_seed < 0:
+        raise AnalysisError(f"fit.bootstrap_seed={fit.bootstrap_seed}: must be >= 0 (numpy seeds "
+                            "are non-negative)")
     ext = cfg.extrapolation
     for name, targets in ext.targets.items():
         if name not in BENCHMARKS:
@@ -155,17 +174,25 @@ def validate(cfg: Any) -> None:
             if not 0.0 < float(t) < 1.0:
                 raise AnalysisError(f"extrapolation.targets.{name}: target error {t} must be a "
                                     "fraction strictly between 0 and 1")
-    if ext.carbon_intensity_g_per_kwh < 0:
-        raise AnalysisError("extrapolation.carbon_intensity_g_per_kwh must be >= 0, got "
-                            f"{ext.carbon_intensity_g_per_kwh}")
-    if ext.price_usd_per_kwh < 0:
-        raise AnalysisError(f"extrapolation.price_usd_per_kwh must be >= 0, got {ext.price_usd_per_kwh}")
+    _finite("extrapolation.carbon_intensity_g_per_kwh", ext.carbon_intensity_g_per_kwh, 0.0, ">= 0")
+    _finite("extrapolation.price_usd_per_kwh", ext.price_usd_per_kwh, 0.0, ">= 0")
     unknown = [f for f in cfg.within_family.only if f not in cfg.within_family.families]
     if unknown:
         raise AnalysisError(f"within_family.only: unknown family {unknown}; valid: "
                             f"{', '.join(cfg.within_family.families)}")
+    for family, models in cfg.within_family.families.items():
+        if not models:
+            raise AnalysisError(f"within_family.families.{family}: empty; list torchvision model "
+                                "names, e.g. [resnet18, resnet50]")
     for f in cfg.figures.formats:
         if f not in ("png", "svg", "pdf"):
             raise AnalysisError(f"figures.formats: {f!r} is not one of png, svg, pdf")
     if "png" not in cfg.figures.formats:
         raise AnalysisError("figures.formats must include png (report.html embeds the PNGs)")
+    if not MIN_FIGURE_DPI <= cfg.figures.dpi <= MAX_FIGURE_DPI:
+        raise AnalysisError(f"figures.dpi={cfg.figures.dpi}: must be between {MIN_FIGURE_DPI} and "
+                            f"{MAX_FIGURE_DPI} (MIN_FIGURE_DPI, MAX_FIGURE_DPI in "
+                            "analysis/constants.py)")
+    for key in ("out_dir", "cache_dir"):
+        if not str(cfg[key]).strip():
+            raise AnalysisError(f"{key} is empty; give a folder")

@@ -29,6 +29,8 @@ Each fit is one row of fits.csv, identified by ``benchmark``, ``dataset``, ``eva
 - ``proxy``: true for a measured dataset that is not the benchmark's own.
 - ``n``: distinct points (configurations, or frontier points); ``num_runs``: the runs behind
   them (null for the literature).
+- ``runs_left_out``: measured fits only, the group's runs that did not enter and why, e.g.
+  ``1 without train_flops, 2 contended`` (empty when every run entered).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from analysis.constants import BENCHMARK_DATASET
 
 FIT_COLUMNS = ["benchmark", "dataset", "eval_set", "source", "points", "proxy", "compute_measure",
                "model_form", "a", "b", "b_se", "r2", "n", "num_runs", "k", "k_ci_low", "k_ci_high",
-               "year_coef", "a_se", "year_coef_se", "r2_kind", "note"]
+               "year_coef", "a_se", "year_coef_se", "r2_kind", "note", "runs_left_out"]
 # Fewer residual degrees of freedom than this: no k interval and no confidence band.
 MIN_DOF_FOR_INTERVAL = 3
 
@@ -82,6 +84,7 @@ class Fit:
     points: str = "published"
     proxy: bool = False
     num_runs: float = math.nan
+    runs_left_out: str = ""  # measured fits: runs of the group that did not enter, and why
     min_error: float = math.nan  # lowest error among the fitted points
     # For drawing the line and its band (polynomial forms).
     cov: Optional[np.ndarray] = field(default=None, repr=False)
@@ -342,11 +345,15 @@ def fit_measured(groups: list, measures: tuple[str, ...], q: float, min_points: 
                 data = table[measure]
                 num_runs = (float(data["num_runs"].sum()) if "num_runs" in data and len(data)
                             else float(data["run_id"].nunique()) if "run_id" in data else math.nan)
+                _, why = grp.entered.get((points, measure), (0, {}))
+                left_out = ", ".join(f"{n} {reason}" for reason, n in why.items())
                 for fi, form in enumerate(forms):
                     rng = np.random.default_rng([seed, stream, fi])
-                    fits.append(fit_one(data, grp.benchmark, "measured", measure, form, q,
-                                        min_points, resamples, ci_level, rng, points=points,
-                                        num_runs=num_runs, interval=points == "final", **label))
+                    f = fit_one(data, grp.benchmark, "measured", measure, form, q, min_points,
+                                resamples, ci_level, rng, points=points, num_runs=num_runs,
+                                interval=points == "final", **label)
+                    f.runs_left_out = left_out
+                    fits.append(f)
     return fits
 
 

@@ -57,8 +57,12 @@ def sha256_of(path: Path) -> str:
 
 def _download(url: str, dest: Path, sha256: str) -> None:
     """Fetch ``url`` into ``dest`` atomically; refuse it if the sha256 differs from the pin."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    except OSError as e:
+        raise AnalysisError(f"literature.cache_dir: cannot write {dest.parent}: "
+                            f"{e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             while chunk := resp.read(1 << 20):

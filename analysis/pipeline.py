@@ -1,12 +1,16 @@
 """The analysis end to end: load and check everything, fit, extrapolate, draw, then write.
 
+The config's numbers and ``out_dir``'s writability are checked first, before any input is read.
 Nothing is written until every input has been read and checked, and each file is written
-atomically (temporary file, then rename), so a bad input leaves ``out_dir`` untouched.
+atomically (temporary file, then rename), so a bad input leaves ``out_dir`` untouched. Bad
+measured runs stop everything with ``strict`` (the default) or are skipped with one warning
+line each (``strict=false``, see :mod:`analysis.measured`).
 """
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +22,7 @@ import pandas as pd
 from analysis import measured as measured_mod
 from analysis.config import validate
 from analysis.constants import BENCHMARK_DATASET, BENCHMARK_SPECS, BENCHMARKS, COMPUTE_MEASURES
+from analysis.errors import AnalysisError
 from analysis.extrapolate import EnergyPerFlop, energy_per_flop, extrapolate
 from analysis.figures import (
     Figure, benchmark_figure, epoch_figure, k_summary_figure, measured_group_figure,
@@ -26,6 +31,7 @@ from analysis.figures import (
 from analysis.fits import Fit, fit_all, fit_measured, fit_one, fits_table
 from common.atomic import write_atomic
 from analysis.literature import load_epoch, load_thompson, locate_epoch, locate_thompson
+from analysis.measured import RunScan
 from analysis.measures import consolidate
 from analysis.points import MeasuredGroup, MeasuredSummary, build_groups, points_table
 from analysis.report import build_html, measured_lines, summary_lines
@@ -50,6 +56,7 @@ class Outputs:
     points: pd.DataFrame = field(default_factory=pd.DataFrame)
     measured: MeasuredSummary = field(default_factory=MeasuredSummary)
     energy: list[EnergyPerFlop] = field(default_factory=list)
+    scan: RunScan | None = None  # what was found under results.root and what was left out
     files: list[Path] = field(default_factory=list)
     seconds: float = math.nan
 
@@ -58,10 +65,34 @@ def _csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, float_format="%.6g").encode("utf-8")
 
 
+def check_out_dir(out_dir: str) -> None:
+    """Fail in one line, before any work, if ``out_dir`` cannot be written.
+
+    The folder (or, when it does not exist yet, the nearest folder above it) must be a folder in
+    which a file can be created: a temporary file is created there and removed at once, so
+    nothing is left behind. ``out_dir/figures`` is checked too when it exists.
+    """
+    path = Path(out_dir)
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AnalysisError(f"out_dir={out_dir}: {probe} is not a folder")
+    folders = [probe] + ([path / "figures"] if probe == path and (path / "figures").is_dir() else [])
+    for folder in folders:
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise AnalysisError(f"out_dir={out_dir}: cannot write in {folder} "
+                                f"({e.strerror or e}); choose a writable out_dir") from None
+
+
 def run(cfg: Any) -> Outputs:
     """Run the whole analysis for a composed config (see analysis.config.AnalysisConfig)."""
     t0 = time.perf_counter()
     validate(cfg)
+    check_out_dir(cfg.out_dir)
     lit_cfg = cfg.literature
 
     # 1. Read and check every input before any work or output.
@@ -88,11 +119,16 @@ def run(cfg: Any) -> Outputs:
         else:
             notes.append("Epoch AI database not available: context figure skipped "
                          "(literature.download=true fetches it).")
-    runs_all = measured_mod.load_runs(cfg.results.root)
-    if runs_all.attrs.get("note"):
-        notes.append(runs_all.attrs["note"] + ".")
+    scan = measured_mod.scan_runs(cfg.results.root, cfg.strict)
+    runs_all = scan.runs
+    if scan.note:
+        runs_all.attrs["note"] = scan.note
+        notes.append(scan.note + ".")
     runs = measured_mod.fittable(runs_all)
-    curves, curve_counts = measured_mod.load_curves(runs)
+    curves, curve_counts = measured_mod.load_curves(runs, cfg.strict, scan.bad_curves)
+    for line in scan.warnings():
+        log.warning("warning: %s", line)
+        notes.append(line[0].upper() + line[1:] + ".")
 
     counts = None
     if cfg.within_family.enabled:
@@ -103,17 +139,20 @@ def run(cfg: Any) -> Outputs:
         counts = WithinFamilyCounts(families, wcfg.weights, cfg.cache_dir)
         counts.start()  # a cold cache is counted in a worker while the rest runs
     try:
-        out = _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes)
+        out = _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes,
+                       scan)
     except BaseException:
         if counts is not None:
             counts.cancel()
         raise
+    out.scan = scan
     out.files = _write(cfg, out, sources, runs, notes)
     out.seconds = time.perf_counter() - t0
     return out
 
 
-def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes) -> Outputs:
+def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes,
+             scan: RunScan) -> Outputs:
     fit_cfg = cfg.fit
     q, min_pts = fit_cfg.quantile, fit_cfg.min_points
     common = dict(q=q, min_points=min_pts, resamples=fit_cfg.bootstrap_resamples,
@@ -186,10 +225,11 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
             figures.insert(1 if figures else 0, wf)
 
     summary = summary_lines(fits, within_fits)
-    if runs_all.attrs.get("note"):
-        summary.append(f"note: {runs_all.attrs['note']}")
-    elif not runs_all.empty:
-        summary += measured_lines(len(runs_all), msum, groups, fit_cfg.include_contended)
+    if scan.note:
+        summary.append(f"note: {scan.note}")
+    elif scan.num_files:
+        summary += measured_lines(len(runs_all), msum, groups, fit_cfg.include_contended,
+                                  runs=runs_all, scan=scan)
     return Outputs(fits=fits, fits_df=fits_df, extrapolations=extrap, within=within,
                    within_fits=within_fits, literature=literature, runs=runs_all, figures=figures,
                    summary=summary, groups=groups, points=points_table(groups), measured=msum,
@@ -213,13 +253,17 @@ def _write(cfg, out: Outputs, sources, runs, notes) -> list[Path]:
         fits=out.fits, fits_df=out.fits_df, extrap=out.extrapolations, within=out.within,
         within_fits=out.within_fits, figures=out.figures, sources=sources, runs=out.runs,
         n_fitted_runs=len(runs), energy=out.energy, notes=notes, points=out.points,
-        groups=out.groups, measured=out.measured,
+        groups=out.groups, measured=out.measured, scan=out.scan,
         settings={"ci_level": cfg.fit.ci_level, "resamples": cfg.fit.bootstrap_resamples,
                   "carbon_intensity_g_per_kwh": cfg.extrapolation.carbon_intensity_g_per_kwh,
                   "price_usd_per_kwh": cfg.extrapolation.price_usd_per_kwh,
                   "results_root": cfg.results.root,
-                  "include_contended": cfg.fit.include_contended})
+                  "include_contended": cfg.fit.include_contended, "strict": cfg.strict})
     files.append((out_dir / "report.html", html_text.encode("utf-8")))
     for path, data in files:
-        write_atomic(path, data)
+        try:
+            write_atomic(path, data)
+        except OSError as e:  # e.g. the disk filled up after the check in check_out_dir
+            raise AnalysisError(f"out_dir={cfg.out_dir}: cannot write {path}: "
+                                f"{e.strerror or e}") from None
     return [p for p, _ in files]

@@ -18,12 +18,18 @@
   any run had reached by then (Kaplan et al. 2020, arXiv 2001.08361, fig. 2; Hoffmann et al. 2022,
   arXiv 2203.15556, sec. 3.1). It is built for the training-compute measures that curve.csv
   records cumulatively (:data:`analysis.constants.FRONTIER_MEASURES`).
+- **Accounting.** For every fit (group, points, measure) the group records how many runs entered
+  and why each other run did not (``MeasuredGroup.entered``): ``without train_flops`` (the
+  result.json has no such number), ``contended`` (left out of a time-based measure),
+  ``no usable curve.csv`` and so on, so a run with ``status: ok`` but no FLOPs is never
+  reported as fitted.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +41,9 @@ from analysis.constants import (
 from analysis.measures import ConsolidationFit, consolidate
 
 GROUP_COLUMNS = ["benchmark", "dataset", "eval_set"]
+# Compute measure -> the result.json key it comes from (for "without <key>" in the accounting).
+RESULT_KEYS = {"forward_pass": "fwd_flops_per_sample", "network_operations": "train_flops",
+               "hardware_burden": "hardware_burden_flops"}
 POINT_COLUMNS = ["benchmark", "dataset", "eval_set", "proxy", "points", "compute_measure",
                  "config_id", "config", "num_runs", "compute_flops", "compute_flops_std",
                  "error", "error_std", "run_ids", "seeds", "eval_index"]
@@ -53,6 +62,14 @@ class MeasuredGroup:
     final: dict[str, pd.DataFrame] = field(default_factory=dict)
     frontier: dict[str, pd.DataFrame] = field(default_factory=dict)
     consolidation: ConsolidationFit | None = None
+    # (points, measure) -> (runs that entered the fit, {reason: runs left out}); see accounting
+    entered: dict[tuple[str, str], tuple[int, dict[str, int]]] = field(default_factory=dict)
+
+    def accounting(self, points: str, measure: str) -> str:
+        """``3 runs; 1 without train_flops, 2 contended`` for one fit of this group."""
+        n, why = self.entered.get((points, measure), (0, {}))
+        text = f"{n} run{'s' if n != 1 else ''}"
+        return text + ("; " + left_out_text(why) if why else "")
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -85,6 +102,49 @@ class MeasuredSummary:
     curve_counts: dict[str, int] = field(default_factory=dict)
     num_runs: int = 0
     num_configs: int = 0
+
+
+def left_out_text(why: dict[str, int]) -> str:
+    """``1 without train_flops, 2 contended`` (empty when no run was left out)."""
+    return ", ".join(f"{n} {reason}" for reason, n in why.items())
+
+
+def _why_final(r: pd.Series, measure: str, include_contended: bool) -> str:
+    """Why a run has no value under ``measure`` (see the module docstring, Accounting)."""
+    if measure in TIME_MEASURES and r["_contended"] and not include_contended and r["_had_burden"]:
+        return "contended"
+    if measure == "hardware_burden_consolidated":
+        if r["_contended"] and not include_contended:
+            return "contended"
+        if pd.isna(r["network_operations"]):
+            return "without hardware_burden_flops or train_flops"
+        return "without hardware_burden_flops (none predicted: no consolidation fit)"
+    return f"without {RESULT_KEYS[measure]}"
+
+
+def _final_accounting(g: pd.DataFrame, measure: str, include_contended: bool) -> tuple[int, dict[str, int]]:
+    entered = g[measure].notna() & g["error"].notna()
+    why = Counter(_why_final(r, measure, include_contended) for _, r in g[~entered].iterrows())
+    return int(entered.sum()), dict(sorted(why.items()))
+
+
+def _frontier_accounting(g: pd.DataFrame, curves: pd.DataFrame, col: str, excluded: set[str]) -> tuple[int, dict[str, int]]:
+    """Runs whose curve.csv gave the frontier at least one usable (compute, error) row."""
+    usable = curves.dropna(subset=[col, "error"]) if not curves.empty else curves
+    usable = usable[(usable[col] > 0) & (usable["error"] > 0)] if not usable.empty else usable
+    has_curve = set(curves["path"]) if not curves.empty else set()
+    has_rows = set(usable["path"]) if not usable.empty else set()
+    n, why = 0, Counter()
+    for path in g["path"]:
+        if path not in has_curve:
+            why["no usable curve.csv"] += 1
+        elif path in excluded:
+            why["contended"] += 1
+        elif path not in has_rows:
+            why[f"curve.csv without {col}"] += 1
+        else:
+            n += 1
+    return n, dict(sorted(why.items()))
 
 
 def contended_mask(values: pd.Series) -> pd.Series:
@@ -165,6 +225,7 @@ def build_groups(runs: pd.DataFrame, curves: pd.DataFrame, curve_counts: dict[st
     summary.num_runs = len(runs)
     summary.num_contended = int(contended.sum())
     summary.num_contention_unknown = int(runs["contended"].isna().sum())
+    runs["_had_burden"] = runs["hardware_burden"].notna()
     if not include_contended:
         summary.num_contended_excluded = summary.num_contended
         # Blank the time-based numbers of contended runs: they drop out of every time-based fit,
@@ -182,15 +243,19 @@ def build_groups(runs: pd.DataFrame, curves: pd.DataFrame, curve_counts: dict[st
     groups = []
     for (bench, ds, ev), g in runs.groupby(GROUP_COLUMNS, sort=True):
         grp = MeasuredGroup(bench, ds, ev, bool(g["proxy"].iloc[0]),
-                            g.drop(columns=["_group"]).reset_index(drop=True),
+                            g.drop(columns=["_group", "_had_burden"]).reset_index(drop=True),
                             consolidation=cons.get(f"{bench}|{ds}|{ev}"))
         for m in COMPUTE_MEASURES:
             grp.final[m] = merge_replicates(grp.runs, m)
+            grp.entered[("final", m)] = _final_accounting(g, m, include_contended)
         c = curves[curves["path"].isin(g["path"])] if not curves.empty else curves
         for m, col in FRONTIER_MEASURES.items():
             src = c
+            excluded: set[str] = set()
             if m in TIME_MEASURES and not include_contended and not c.empty:
-                src = c[~c["path"].isin(g.loc[g["_contended"], "path"])]
+                excluded = set(g.loc[g["_contended"], "path"])
+                src = c[~c["path"].isin(excluded)]
+            grp.entered[("frontier", m)] = _frontier_accounting(g, c, col, excluded)
             f = frontier(src, col) if not src.empty else src
             f = f.merge(g[["path", "run_id", "config_id", "year"]], on="path", how="left") if len(f) else f
             grp.frontier[m] = (f.rename(columns={col: m}) if len(f)

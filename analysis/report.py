@@ -126,6 +126,9 @@ def frontier_sentence(measured: Any) -> str:
     parts = []
     if c.get("no_curve"):
         parts.append(f"{c['no_curve']} run(s) without curve.csv skipped")
+    if c.get("bad_curve"):
+        parts.append(f"{c['bad_curve']} bad curve.csv file(s) skipped (strict=false; the runs keep "
+                     "their final point)")
     if c.get("no_burden_column"):
         parts.append(f"{c['no_burden_column']} curve.csv file(s) without hardware_burden_flops "
                      "(older runs) give no hardware-burden frontier")
@@ -140,7 +143,7 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                sources: list[Any], runs: pd.DataFrame, n_fitted_runs: int,
                energy: list[Any], notes: list[str], settings: dict[str, Any],
                points: Optional[pd.DataFrame] = None, groups: Optional[list[Any]] = None,
-               measured: Any = None) -> str:
+               measured: Any = None, scan: Any = None) -> str:
     groups = groups or []
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<title>computelimits: scaling analysis</title>", f"<style>{CSS}</style></head><body>",
@@ -214,7 +217,9 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
     else:
         status = runs.groupby(["benchmark", "status"], dropna=False).size().reset_index(name="runs")
         parts.append(f"<p>Measured runs under <code>{html.escape(str(settings['results_root']))}</code>: "
-                     f"{len(runs)} found, {n_fitted_runs} fitted (status ok with a known error).</p>")
+                     f"{html.escape(runs_sentence(runs, groups, scan))}. Each fit's "
+                     "<code>num_runs</code> and <code>runs_left_out</code> (in the fits table) "
+                     "say how many runs entered it and why the others did not.</p>")
         parts.append(_table(status))
     if groups:
         parts.append("<h3>Measured groups</h3><p>Each row is fitted on its own.</p>")
@@ -266,11 +271,58 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
     return "\n".join(parts)
 
 
-def measured_lines(num_found: int, measured: Any, groups: list[Any], include_contended: bool) -> list[str]:
-    """Terminal lines on the measured runs: groups, replicates, contention, frontier."""
-    lines = [f"measured runs: {num_found} found, {measured.num_runs} fitted (status ok, error "
-             f"known) as {measured.num_configs} distinct configuration(s) in {len(groups)} "
-             "group(s) of (benchmark, dataset, eval set), each fitted on its own"]
+def _count_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+def runs_sentence(runs: pd.DataFrame, groups: list[Any], scan: Any = None) -> str:
+    """How many runs were found, fitted and left out, and why (terminal and report).
+
+    A run counts as fitted when it entered at least one final-point fit: status ok, an error,
+    and at least one compute measure (after contended runs leave the time-based ones).
+    """
+    num_files = scan.num_files if scan is not None else len(runs)
+    ok = runs[(runs["status"] == "ok") & runs["error"].notna()] if not runs.empty else runs
+    entered = 0
+    for g in groups:
+        entered += int(g.runs[list(COMPUTE_SHORT)].notna().any(axis=1).sum())
+    text = (f"{num_files} result.json file(s) read, {len(runs)} run(s): {len(ok)} with status ok "
+            f"and an error, {entered} of them entered at least one fit")
+    no_compute = len(ok) - entered
+    if no_compute:
+        text += (f" ({no_compute} without any compute: no fwd_flops_per_sample, train_flops or "
+                 "hardware_burden_flops)")
+    if not runs.empty:
+        other = runs[~runs.index.isin(ok.index)]
+        labels = other["status"].where(other["status"] != "ok", "ok without an error")
+        counts = labels.value_counts().sort_index()
+        if len(counts):
+            text += "; not fitted: " + _count_text(dict(counts.items()))
+    if scan is not None:
+        left: dict[str, int] = {}
+        if scan.skipped or scan.bad_curves:
+            left["bad file(s) skipped (strict=false)"] = len(scan.skipped) + len(scan.bad_curves)
+        if scan.duplicates:
+            left["copied file(s) of runs already counted (same run_id)"] = scan.num_copies
+        if scan.not_read:
+            left["path(s) not read (reached twice through symlinks, or broken links)"] = len(scan.not_read)
+        if left:
+            text += "; left out: " + _count_text(left) + " (each named in the warnings and notes)"
+    return text
+
+
+def measured_lines(num_found: int, measured: Any, groups: list[Any], include_contended: bool,
+                   runs: Optional[pd.DataFrame] = None, scan: Any = None) -> list[str]:
+    """Terminal lines on the measured runs: what was found and left out, the groups, every fit's
+    runs (how many entered, why the others did not), contention and the frontier."""
+    if runs is not None:
+        lines = ["measured runs: " + runs_sentence(runs, groups, scan)]
+    else:
+        lines = [f"measured runs: {num_found} found, {measured.num_runs} with status ok and an "
+                 "error"]
+    lines.append(f"  {measured.num_runs} run(s) as {measured.num_configs} distinct "
+                 f"configuration(s) in {len(groups)} group(s) of (benchmark, dataset, eval set), "
+                 "each fitted on its own")
     for g in groups:
         tag = " PROXY (own figure, never with the literature)" if g.proxy else ""
         lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set}: {len(g.runs)} run(s), "
@@ -278,6 +330,12 @@ def measured_lines(num_found: int, measured: Any, groups: list[Any], include_con
     if measured.num_runs:
         lines.append(contention_sentence(measured, include_contended))
         lines.append(frontier_sentence(measured))
+    if any(g.entered for g in groups):
+        lines.append("runs per measured fit (how many entered; the others, and why):")
+    for g in groups:
+        for points, measure in g.entered:
+            lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set}, {points}, "
+                         f"{COMPUTE_SHORT.get(measure, measure)}: {g.accounting(points, measure)}")
     return lines
 
 

@@ -144,7 +144,13 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+    """Save the counts; the cache only saves time, so a folder that cannot be written is a
+    warning (the counts are used anyway), never a failure after the work is done."""
+    try:
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+    except OSError as e:
+        log.warning("cache_dir: cannot write %s (%s): the fvcore counts are not cached", path,
+                    e.strerror or e)
 
 
 class WithinFamilyCounts:
