@@ -1,7 +1,9 @@
 """``python -m analysis literature.root=DIR results.root=DIR out_dir=DIR``.
 
-Hydra composes ``conf/analysis.yaml`` onto :class:`analysis.config.AnalysisConfig`, so unknown keys
-and wrong types fail before anything runs. Bad data fail with one line naming file, row and key.
+Hydra composes ``conf/analysis/analysis.yaml`` onto :class:`analysis.config.AnalysisConfig`, so
+unknown keys and wrong types fail before anything runs; bad numbers and an unwritable ``out_dir``
+fail next, before any work. Bad data fail with one line naming file, row and key (or, with
+``strict=false``, bad run files are skipped with one warning line each).
 """
 from __future__ import annotations
 

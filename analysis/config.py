@@ -1,8 +1,9 @@
 """Typed config for ``python -m analysis``: dataclasses registered in Hydra's ConfigStore.
 
-``conf/analysis.yaml`` lists ``analysis_schema`` first in its defaults, so Hydra composes the YAML
-onto these dataclasses: an unknown key or a wrong type fails when the config is composed, before
-anything runs. Checks Hydra cannot express (ranges, benchmark names) live in :func:`validate`.
+``conf/analysis/analysis.yaml`` lists ``analysis_schema`` first in its defaults, so Hydra composes
+the YAML onto these dataclasses: an unknown key or a wrong type fails when the config is
+composed, before anything runs. Checks Hydra cannot express (ranges, benchmark names) live in
+:func:`validate`.
 """
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ Copies of one run (same ``run_id``, e.g. a run folder copied elsewhere under the
 counted once: the copy kept is the first, by path, among those with a ``curve.csv`` beside them
 (else the first by path), and one warning names every file. Copies whose contents differ are
 an error with ``strict`` (which one is right is unknown); without it, the same rule picks one
-and the warning names the first key that differs.
+and the warning names the first key that differs. A file without a ``run_id`` (older runs) has
+nothing to match copies by and counts on its own.
 """
 from __future__ import annotations
 
@@ -484,7 +485,7 @@ def drop_duplicates(rows: list[dict[str, Any]], strict: bool) -> tuple[list[dict
     run. Which copy is kept, and when differing copies are an error: see the module docstring."""
     by_id: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if r.get("run_id") is not None:
+        if r.get("run_id"):  # null or "": nothing to match copies by
             by_id.setdefault(r["run_id"], []).append(r)
     dropped: set[int] = set()
     warnings = []
