@@ -29,6 +29,11 @@ def main(cfg: DictConfig) -> None:
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Outputs are written last, each atomically: an interrupt leaves whole files only.
+        print("interrupted (Ctrl-C): outputs not written, or only some of them, each whole",
+              file=sys.stderr)
+        sys.exit(130)  # 128 + SIGINT, the shell's convention
     if cfg.summary:
         print("\n".join(out.summary))
     print(f"wrote {len(out.files)} files to {cfg.out_dir} in {out.seconds:.1f} s "

@@ -153,6 +153,14 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
                     e.strerror or e)
 
 
+def _quiet_on_sigint() -> None:
+    """In the counting worker: Ctrl-C (sent to the whole process group) ends it at once and
+    silently; the main process reports the interrupt in one line."""
+    import signal
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+
 class WithinFamilyCounts:
     """Cached fvcore counts; a cold cache is filled in a worker process started by :meth:`start`."""
 
@@ -175,7 +183,8 @@ class WithinFamilyCounts:
                  len(self.missing), self.cache_path)
         try:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            self._pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx,
+                                                initializer=_quiet_on_sigint)
             self._future = self._pool.submit(count_models, self.missing, self.preferred)
         except (OSError, RuntimeError):  # no worker processes here: count inline in finish()
             self._pool = self._future = None
