@@ -748,7 +748,13 @@ class EnergyMeter:
             self.end_window()
         self._stop_codecarbon()
         train = self._energy_j("train")
+        for part, value in train.items():
+            if value == 0.0:  # below the meter's resolution (NVML's counter updates every 20-100 ms): unknown, not 0
+                log.warning("energy: %s read 0 J over the training windows; recorded as null (too short to measure)", part)
+                train[part] = None
         _, gpu_method, gpu_per_device = self._gpu_value("train")
+        if train["gpu"] is None:
+            gpu_per_device = None
         if self.num_windows_by_kind["train"] == 0:
             # Nothing was measured: nulls, not zeros. The methods still say what would have been used.
             log.warning("EnergyMeter.finish: no train window was measured; energy is null")
