@@ -274,6 +274,9 @@ def precheck(args: list[str], config_name: str, config_dir: Optional[Path] = Non
     from hydra import compose, initialize_config_dir
 
     folder = config_dir if config_dir is not None else conf_dir(_command_of(config_name))
+    if not (Path(folder) / f"{config_name}.yaml").is_file():  # an install without its package data
+        return (f"config {config_name}.yaml not found in {folder}: the configs ship with the package; "
+                "reinstall it (pip install .) or run from the checkout")
     multirun = any(a in MULTIRUN_FLAGS for a in args)
     with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
         try:  # a single run composes its overrides as given: Hydra refuses a sweep there (a comma)

@@ -1,6 +1,6 @@
 """Typed config of ``python -m kernels``, registered in Hydra's ConfigStore as ``kernels_schema``.
 
-``conf/kernels.yaml`` names this schema first in its defaults list, so an unknown key or a
+``conf/kernels/kernels.yaml`` names this schema first in its defaults list, so an unknown key or a
 value of the wrong type fails when the config is composed.
 """
 

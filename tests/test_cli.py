@@ -292,3 +292,11 @@ def test_kernels_memory_check_on_cuda_counts_device_and_host_apart():
     cfg.cpu.dtypes, cfg.cpu.gemm_shapes, cfg.cpu.copy_bytes = ["fp32", "bf16"], [[1024, 1024, 1024]], 0
     gemms = [n for n in memory_needs(cfg, "cpu") if "gemm" in n[0]]
     assert [(d, h) for _, d, h in gemms] == [(3 * 2**20 * 4, 0), (3 * 2**20 * 2, 2**20 * 4)]
+
+
+def test_missing_config_folder_is_one_line(tmp_path):
+    from common.hydra_cli import precheck
+
+    assert precheck(["fit.min_points=3"], "analysis", tmp_path) == (
+        f"config analysis.yaml not found in {tmp_path}: the configs ship with the package; "
+        "reinstall it (pip install .) or run from the checkout")
