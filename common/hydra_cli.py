@@ -125,6 +125,21 @@ def parse_problem(override: str, message: str) -> str:
             f"in a value only inside quotes; type it as {shell_quoted(override)} (Hydra's quotes inside the shell's{home})")
 
 
+def split_value(overrides: list[str], i: int) -> Optional[str]:
+    """One line when ``overrides[i]``, a word without ``=``, is the rest of the value before it:
+    a path with spaces the shell split in two (``data.root=/my data`` -> ``data.root=/my``, ``data``)."""
+    text = overrides[i]
+    if "=" in text or text.startswith("~") or i == 0 or "=" not in overrides[i - 1]:
+        return None
+    start = i - 1
+    end = i
+    while end + 1 < len(overrides) and "=" not in overrides[end + 1]:
+        end += 1
+    joined = " ".join(overrides[start : end + 1])
+    return (f"cannot parse override {text!r}: it has no '=', so the value before it ({overrides[start]!r}) "
+            f"was split at a space by the shell; type it as {shell_quoted(joined)} (Hydra's quotes inside the shell's)")
+
+
 def _variants(overrides: list[str]) -> list[list[str]]:
     """For a sweep, each value of each swept key once (others at their first value): every value
     a job will see gets composed, in linear rather than combinatorial time."""
@@ -265,11 +280,12 @@ def precheck(args: list[str], config_name: str, config_dir: Optional[Path] = Non
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
-    for text in overrides:  # hydra.run.dir=... included: a bad one would fail in Hydra, multi-line
+    for i, text in enumerate(overrides):  # hydra.run.dir=... included: a bad one would fail in Hydra, multi-line
         try:
             parser.parse_overrides([text])
         except OverrideParseException as exc:
-            return parse_problem(text, exc.message)
+            split = split_value(overrides, i)
+            return split or parse_problem(text, exc.message)
     overrides = [a for a in overrides if not _is_hydra_key(a)]
     from hydra import compose, initialize_config_dir
 

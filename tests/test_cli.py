@@ -300,3 +300,13 @@ def test_missing_config_folder_is_one_line(tmp_path):
     assert precheck(["fit.min_points=3"], "analysis", tmp_path) == (
         f"config analysis.yaml not found in {tmp_path}: the configs ship with the package; "
         "reinstall it (pip install .) or run from the checkout")
+
+
+def test_a_path_split_at_a_space_by_the_shell_says_how_to_quote(tmp_path):
+    line = one_error_line(harness("data.root=/tmp/my", "data", "folder", "trainer.lr=0.1", cwd=tmp_path))
+    assert line == ("error: cannot parse override 'data': it has no '=', so the value before it ('data.root=/tmp/my') "
+                    "was split at a space by the shell; type it as \"data.root='/tmp/my data folder'\" "
+                    "(Hydra's quotes inside the shell's)")
+    proc = harness("data.root='/tmp/my data folder'", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0 and "root: /tmp/my data folder\n" in proc.stdout, proc.stderr
+    assert list(tmp_path.iterdir()) == []
