@@ -120,9 +120,25 @@ def parse_problem(override: str, message: str) -> str:
     key, sep, value = override.partition("=")
     if not sep or value.lstrip().startswith(("[", "{", "'", '"')) or not _needs_quotes(value):
         return f"cannot parse override {override!r}: {first}"
-    home = "; or $HOME for ~, unquoted" if value.startswith("~") else ""
+    home = _home_form(key, value)
+    if home:
+        return (f"cannot parse override {override!r}: Hydra reads ~ only inside quotes and never expands it; "
+                f"type it as {home} (the shell expands $HOME)")
     return (f"cannot parse override {override!r}: Hydra reads ~, =, quotes, brackets and non-ASCII characters "
-            f"in a value only inside quotes; type it as {shell_quoted(override)} (Hydra's quotes inside the shell's{home})")
+            f"in a value only inside quotes; type it as {shell_quoted(override)} (Hydra's quotes inside the shell's)")
+
+
+def _home_form(key: str, value: str) -> Optional[str]:
+    """``key=~/rest`` as the shell should get it with ``$HOME`` for ``~`` (Hydra keeps a quoted
+    ``~`` literally, and only some keys expand it later), or None where that is not simple."""
+    if not (value == "~" or value.startswith("~/")):
+        return None
+    rest = value[1:]
+    if any(c in '"$`\\\'!' for c in rest):
+        return None
+    if not _needs_quotes(rest) and " " not in rest and "," not in rest:
+        return f"{key}=$HOME{rest}"
+    return f"\"{key}='$HOME{rest}'\""
 
 
 def split_value(overrides: list[str], i: int) -> Optional[str]:

@@ -148,6 +148,7 @@ def validate(cfg: Any, device_type: str) -> KernelsConfig:
     """
     cfg = _as_config(cfg)
     check_device_string(cfg.device)
+    cfg.out_dir = str(Path(cfg.out_dir).expanduser())  # out_dir='~/hw' (quoted for Hydra) means the home folder
     sweep_key = "cuda" if device_type == "cuda" else "cpu"
     sweep: SweepConfig = getattr(cfg, sweep_key)
     valid = list(TORCH_DTYPES) if device_type == "cuda" else ["fp32", "bf16", "fp16"]

@@ -180,7 +180,7 @@ def test_unparsable_values_say_how_to_quote_and_the_quoting_works(override, sugg
     # what the shell hands over for the suggestion parses, in Hydra, to the value meant
     echoed = subprocess.run(["bash", "-c", f"printf '%s' {typed}"], capture_output=True, text=True, check=True).stdout
     assert OverridesParser.create().parse_override(echoed).value() == value
-    if "$" not in override and "(" not in override:  # those two parse unquoted or not at all for other reasons
+    if "$" not in override and "(" not in override and "~" not in override:  # those: other tests
         problem = precheck([override], "config")
         assert problem == parse_problem(override, "x") and typed in problem, problem
 
@@ -191,16 +191,30 @@ def test_a_run_dir_with_equals_is_one_line_and_the_quoted_form_works(tmp_path):
     assert line == (f"error: cannot parse override 'hydra.run.dir={run_dir}': Hydra reads ~, =, quotes, brackets and "
                     f"non-ASCII characters in a value only inside quotes; type it as \"hydra.run.dir='{run_dir}'\" "
                     "(Hydra's quotes inside the shell's)")
-    proc = harness(f"hydra.run.dir='{run_dir}'", "data.root='~/data/cifar10'", "--cfg", "hydra", cwd=tmp_path)
+    proc = harness(f"hydra.run.dir='{run_dir}'", "--cfg", "hydra", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"dir: {run_dir}\n" in proc.stdout
     assert not run_dir.exists()
 
 
-def test_tilde_path_names_the_quoting(tmp_path):
-    line = one_error_line(harness("data=cifar10", "data.root=~/data/cifar10", cwd=tmp_path))
-    assert "type it as \"data.root='~/data/cifar10'\"" in line and "$HOME" in line
+@pytest.mark.parametrize(
+    "value, typed, meant",
+    [
+        ("~/data/cifar10", "data.root=$HOME/data/cifar10", "{home}/data/cifar10"),
+        ("~/my data/é", "\"data.root='$HOME/my data/é'\"", "{home}/my data/é"),
+    ],
+)
+def test_tilde_path_says_to_use_home(tmp_path, value, typed, meant):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    line = one_error_line(harness("data=cifar10", f"data.root={value}", cwd=tmp_path))
+    assert line == (f"error: cannot parse override 'data.root={value}': Hydra reads ~ only inside quotes and never "
+                    f"expands it; type it as {typed} (the shell expands $HOME)")
     assert list(tmp_path.iterdir()) == []
+    home = "/home/someone"
+    echoed = subprocess.run(["bash", "-c", f"printf '%s' {typed}"], env={**os.environ, "HOME": home},
+                            capture_output=True, text=True, check=True).stdout
+    assert OverridesParser.create().parse_override(echoed).value() == meant.format(home=home)
 
 
 @pytest.mark.parametrize("command, own", [("kernels", "python -m kernels"), ("analysis", "python -m analysis")])
@@ -310,3 +324,9 @@ def test_a_path_split_at_a_space_by_the_shell_says_how_to_quote(tmp_path):
     proc = harness("data.root='/tmp/my data folder'", "--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0 and "root: /tmp/my data folder\n" in proc.stdout, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_kernels_out_dir_expands_a_quoted_tilde():
+    from kernels.config import KernelsConfig, validate
+
+    assert validate(KernelsConfig(out_dir="~/hw"), "cpu").out_dir == str(Path.home() / "hw")
