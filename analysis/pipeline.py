@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from analysis.figures import (
     within_family_figure,
 )
 from analysis.fits import Fit, fit_all, fit_measured, fit_one, fits_table
-from common.atomic import write_atomic
+from common.atomic import unwritable_reason, write_atomic
 from analysis.literature import load_epoch, load_thompson, locate_epoch, locate_thompson
 from analysis.measured import RunScan
 from analysis.measures import consolidate
@@ -73,19 +72,11 @@ def check_out_dir(out_dir: str) -> None:
     nothing is left behind. ``out_dir/figures`` is checked too when it exists.
     """
     path = Path(out_dir)
-    probe = path
-    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise AnalysisError(f"out_dir={out_dir}: {probe} is not a folder")
-    folders = [probe] + ([path / "figures"] if probe == path and (path / "figures").is_dir() else [])
+    folders = [path] + ([path / "figures"] if (path / "figures").is_dir() else [])
     for folder in folders:
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as e:
-            raise AnalysisError(f"out_dir={out_dir}: cannot write in {folder} "
-                                f"({e.strerror or e}); choose a writable out_dir") from None
+        reason = unwritable_reason(folder)
+        if reason:
+            raise AnalysisError(f"out_dir={out_dir}: cannot write: {reason}; choose a writable out_dir")
 
 
 def run(cfg: Any) -> Outputs:

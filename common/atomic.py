@@ -52,3 +52,24 @@ def write_json_atomic(path: str | Path, obj: Any, **dumps_kwargs: Any) -> None:
     """Write ``obj`` as indented JSON (NaN and infinity rejected: JSON has neither) atomically."""
     dumps_kwargs.setdefault("indent", 2)
     write_atomic(path, json.dumps(obj, allow_nan=False, **dumps_kwargs) + "\n")
+
+
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why files cannot be written into ``folder``, or None when they can.
+
+    The folder need not exist yet (writers create it): the nearest existing folder above it is
+    probed instead. The probe creates a temporary file and removes it at once, so a read-only
+    file system or a permission problem is caught even for root, for whom ``os.access`` says yes.
+    """
+    path = Path(folder).expanduser().absolute()
+    base = path
+    while not base.exists() and not base.is_symlink() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        return f"{base} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        return f"{base} is not writable ({exc.strerror or exc})"
+    return None

@@ -1,6 +1,6 @@
 """Typed configs for ``python -m harness``: dataclasses registered in Hydra's ConfigStore.
 
-The YAML files in ``conf/`` name these schemas in their defaults lists, so an unknown key or a
+The YAML files in ``conf/harness/`` name these schemas in their defaults lists, so an unknown key or a
 value of the wrong type fails when the config is composed, before anything runs.
 """
 from __future__ import annotations
@@ -115,6 +115,6 @@ def register_configs() -> None:
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="measure", name="measure_schema", node=MeasureConfig)
-    # One typed schema per registered model: conf/model/<name>.yaml lists `<name>_schema`.
+    # One typed schema per registered model: conf/harness/model/<name>.yaml lists `<name>_schema`.
     for name, (_, config_cls) in MODEL_REGISTRY.items():
         cs.store(group="model", name=f"{name}_schema", node=config_cls)

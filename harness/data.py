@@ -217,7 +217,7 @@ def load_cifar10(cfg: Any, device: torch.device, channels_last: bool = False) ->
     """CIFAR-10 in torchvision's layout (``<root>/cifar-10-batches-py``); downloads only if allowed."""
     from torchvision.datasets import CIFAR10
 
-    root = Path(cfg.root or "data/cifar10").expanduser()
+    root = Path(cfg.root or "results/cache/data/cifar10").expanduser()
     splits = {}
     for split, train in (("train", True), ("test", False)):
         try:

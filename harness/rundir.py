@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import OmegaConf
+
+from common.atomic import unwritable_reason
 
 #: One id per process: the folder's suffix (6 hex digits, 16.7 M values).
 RUN_UID = secrets.token_hex(3)
@@ -25,7 +26,7 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def register_resolvers() -> None:
-    """``${run_uid:}`` for the run and sweep folder patterns in ``conf/config.yaml``."""
+    """``${run_uid:}`` for the run and sweep folder patterns in ``conf/harness/config.yaml``."""
     if not OmegaConf.has_resolver("run_uid"):
         OmegaConf.register_new_resolver("run_uid", lambda: RUN_UID)
 
@@ -43,23 +44,6 @@ def finished_status(run_dir: Path) -> Optional[str]:
         return str(json.loads(path.read_text()).get("status"))
     except (OSError, ValueError, AttributeError):
         return "unreadable"
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def unwritable_reason(folder: Path) -> Optional[str]:
-    """Why ``folder`` (or the folder that would hold it) cannot be written, or None."""
-    base = _nearest_existing(Path(folder))
-    if not base.is_dir():
-        return f"{base} is not a folder"
-    if not os.access(base, os.W_OK | os.X_OK):
-        return f"{base} is not writable"
-    return None
 
 
 def planned_dirs(config_dir: str, config_name: str, overrides: list[str]) -> tuple[Path, Path]:

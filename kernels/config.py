@@ -6,7 +6,6 @@ value of the wrong type fails when the config is composed.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -14,6 +13,7 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from common.atomic import unwritable_reason
 from kernels.ops import TORCH_DTYPES, Conv2dShape, GemmShape, conv2d_bytes
 
 __all__ = [
@@ -219,14 +219,9 @@ def check_out_dir(out_dir: str) -> None:
     Raises:
         ConfigError: One line naming ``out_dir`` and why.
     """
-    path = Path(out_dir).expanduser().absolute()
-    base = path
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise ConfigError(f"out_dir={out_dir!r} cannot be written: {base} is not a folder; choose another out_dir")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"out_dir={out_dir!r} cannot be written: {base} is not writable; choose another out_dir")
+    reason = unwritable_reason(out_dir)
+    if reason:
+        raise ConfigError(f"out_dir={out_dir!r} cannot be written: {reason}; choose another out_dir")
 
 
 def memory_needs(cfg: KernelsConfig, device_type: str) -> list[tuple[str, int, int]]:

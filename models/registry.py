@@ -1,7 +1,7 @@
 """Model registry keyed by config name.
 
 Adding a model means one module that calls :func:`register_model` and one file in
-``conf/model/``. The runner never branches on a model's name.
+``conf/harness/model/``. The runner never branches on a model's name.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def register_model(name: str, config_cls: type) -> Callable:
     """Register ``builder`` under ``name``; ``config_cls`` is a dataclass of its arch knobs.
 
     The dataclass must have a ``name: str`` field; its other fields are the keyword
-    arguments of the builder. Hydra uses it as the typed schema of ``conf/model/<name>.yaml``.
+    arguments of the builder. Hydra uses it as the typed schema of ``conf/harness/model/<name>.yaml``.
     """
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"config_cls for model {name!r} must be a dataclass")

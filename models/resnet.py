@@ -34,7 +34,7 @@ SMALL_STEM_MAX_PX = 64
 
 @dataclass
 class ResNetConfig:
-    """Architecture knobs of ``conf/model/resnet.yaml`` (``scale`` is a top-level key)."""
+    """Architecture knobs of ``conf/harness/model/resnet.yaml`` (``scale`` is a top-level key)."""
 
     name: str = "resnet"
     depth: int = 18
