@@ -31,7 +31,7 @@ from harness.measure.peaks import Peaks, find_peaks, hardware_burden_flops, rati
 from harness.optim import OPTIMIZERS, SCHEDULES
 from harness.results import empty_result, write_curve, write_result
 from harness.stop import StopRequest
-from harness.train_loop import CURVE_WINDOW, TrainLoop, TrainState, eval_steps  # noqa: F401  (eval_steps: API)
+from harness.train_loop import CURVE_WINDOW, TrainLoop, TrainState
 from harness.workload import Workload, build_workload, workload_names
 import harness.workloads  # noqa: F401,E402  (registers the built-in workloads)
 

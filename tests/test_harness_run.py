@@ -10,7 +10,8 @@ import pytest
 import torch
 from harness.errors import UserError
 from harness.results import RESULT_FIELDS
-from harness.runner import eval_steps, run
+from harness.runner import run
+from harness.train_loop import eval_steps
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, compose_harness):
