@@ -254,6 +254,27 @@ def _added_to_typed_node(cfg: Any, override: Any) -> Optional[str]:
     return None
 
 
+#: ``optional <group>@_global_: ${<choice>}_${<picker>}`` entries: a picker other than "none" must
+#: find its file (Hydra skips a missing optional one silently). harness: preset=tiny picks
+#: workload_preset/<workload>_tiny.yaml.
+SPECIALISATIONS = {"workload_preset": ("workload", "preset")}
+
+
+def _missing_specialisation(choices: Any) -> Optional[str]:
+    """One line when a picked specialisation (``preset=tiny``) has no file for the current choice."""
+    for group, (choice, picker) in SPECIALISATIONS.items():
+        picked = choices.get(picker)
+        if picked in (None, "none") or choice not in choices:
+            continue
+        wanted = f"{choices[choice]}_{picked}"
+        have = _choices(group)
+        if wanted not in have:
+            with_it = sorted(o[: -len(picked) - 1] for o in have if o.endswith(f"_{picked}"))
+            return (f"{picker}={picked} has no file for {choice}={choices[choice]} ({group}/{wanted}.yaml); "
+                    f"{picker}={picked} exists for: {', '.join(with_it) or 'none'}")
+    return None
+
+
 def explain(exc: Exception, config_name: str) -> str:
     """One line for a Hydra/OmegaConf composition error of ``config_name``."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -318,7 +339,10 @@ def precheck(args: list[str], config_name: str, config_dir: Optional[Path] = Non
                     problem = _unknown_group_option(ov)
                     if problem:
                         return problem
-                cfg = compose(config_name, overrides=variant)
+                cfg = compose(config_name, overrides=variant, return_hydra_config=True)
+                problem = _missing_specialisation(cfg.hydra.runtime.choices)
+                if problem:
+                    return problem
                 for ov in parsed:
                     problem = _added_to_typed_node(cfg, ov)
                     if problem:

@@ -12,21 +12,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from harness.workload import workloads
 from models import MODEL_REGISTRY
-
-
-@dataclass
-class DataConfig:
-    """One dataset. ``root`` null means the dataset's standard location (see harness.data)."""
-
-    name: str = MISSING
-    root: Optional[str] = None
-    download: bool = False  # fetch from the dataset's pinned source when it is not found locally
-    image_size: int = 28  # pixels, side of the square input the model sees
-    train_subset: Optional[int] = None  # first N training examples; null = all
-    eval_subset: Optional[int] = None  # first N evaluation examples; null = the full test set
-    augment: bool = False  # random crop (pad 4) and horizontal flip, on training batches only
-    num_workers: int = 0  # DataLoader workers for datasets read from disk per sample
 
 
 @dataclass
@@ -42,10 +29,9 @@ class TrainerConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | cosine | constant
+    grad_clip_norm: Optional[float] = None  # clip the gradients' global L2 norm to this; null = no clipping
     warmup_fraction: float = 0.2  # of the steps, for onecycle's ramp
-    label_smoothing: float = 0.0
     precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (autocast on CUDA; bf16 autocast on CPU)
-    channels_last: bool = True
     num_evals: int = 2  # evaluations spread evenly over training; the last one ends training
     timing_warmup_steps: int = 5  # steps excluded from train_time_s (counted in warmup_steps)
     progress: bool = True  # tqdm bar on stderr
@@ -97,12 +83,15 @@ class MeasureConfig:
 class HarnessConfig:
     """The root config of one run."""
 
-    workload: str = "image_classification"
+    # Each of these three is typed by its group's option: workload/<name>.yaml names the workload's
+    # schema (``workload_schema/<name>``), data/<name>.yaml its dataset schema (``<workload>_data_schema``),
+    # model/<name>.yaml its architecture schema (``<model>_schema``).
+    workload: Any = MISSING
     model: Any = MISSING
-    data: DataConfig = MISSING
+    data: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
-    scale: float = 0.25  # width multiplier; 1.0 is the published model
+    scale: float = 0.25  # width multiplier; 1.0 is the published model (each workload sets its default)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     run_name: Optional[str] = None  # free-form tag copied into result.json
@@ -112,7 +101,10 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="harness_schema", node=HarnessConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
+    # One workload schema and one dataset schema per registered workload (harness/workloads/).
+    for name, cls in workloads().items():
+        cs.store(group="workload_schema", name=name, node=cls.config_class)
+        cs.store(group="data", name=f"{name}_data_schema", node=cls.data_config_class)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="measure", name="measure_schema", node=MeasureConfig)
     # One typed schema per registered model: conf/harness/model/<name>.yaml lists `<name>_schema`.

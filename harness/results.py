@@ -25,8 +25,10 @@ RESULT_FIELDS: tuple[str, ...] = (
     "warmup_steps", "warmup_samples", "warmup_method", "curve_window",
     # FLOPs
     "fwd_macs_per_sample", "fwd_flops_per_sample", "flops_unsupported_ops", "fwd_flops_method",
-    "train_flops", "train_flops_method", "warmup_flops",
+    "train_flops", "train_flops_method", "warmup_flops", "padding_fraction", "flops_distinct_shapes",
+    "flops_count_time_s",
     "train_step_flops_measured_per_sample", "train_step_flops_ratio", "train_step_flops_method",
+    "fwd_flops_counter_agreement",
     "eval_flops",
     # time
     "train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s",
@@ -45,8 +47,9 @@ RESULT_FIELDS: tuple[str, ...] = (
     # conditions (over the training windows)
     "num_threads", "cpu_affinity", "host_load_avg_start", "host_load_avg_end",
     "process_cpu_share", "host_other_cpu_share", "host_steal_share", "contended", "contention_reason",
-    # quality
-    "metric_name", "metric_value", "error",
+    # quality: the primary metric and its error; every metric of the last evaluation; the files
+    # holding its predictions in the benchmark's standard format (in the run folder)
+    "metric_name", "metric_value", "error", "metrics", "prediction_files",
     # outcome
     "status", "failure_reason", "stop_signal",
 )
@@ -85,6 +88,16 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
         raise ValueError(f"status={result.get('status')!r} is not one of {STATUSES}")
     ordered = {k: _clean(result.get(k)) for k in RESULT_FIELDS}
     write_json_atomic(path, ordered)
+
+
+def write_files(folder: Path, files: dict[str, str]) -> list[str]:
+    """Write an evaluation's files (plain names, no folders) into ``folder`` atomically; their names."""
+    for name in files:
+        if Path(name).name != name or name in ("", ".", "..") or name in ("result.json", "curve.csv"):
+            raise ValueError(f"evaluation file name {name!r} must be a plain file name other than the run's own files")
+    for name, text in files.items():
+        write_atomic(folder / name, text)
+    return sorted(files)
 
 
 def write_curve(path: Path, rows: Iterable[dict[str, Any]]) -> None:

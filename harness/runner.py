@@ -26,19 +26,26 @@ from omegaconf import DictConfig, OmegaConf
 from harness.device import PRECISION_DTYPES, device_info, resolve_device
 from harness.errors import UserError
 from harness.measure import flops as flopcount
+from harness.measure.batch_flops import BatchFlops
 from harness.measure.meter import Meters
 from harness.measure.peaks import Peaks, find_peaks, hardware_burden_flops, ratio
 from harness.optim import OPTIMIZERS, SCHEDULES
-from harness.results import empty_result, write_curve, write_result
+from harness.results import empty_result, write_curve, write_files, write_result
 from harness.stop import StopRequest
 from harness.train_loop import CURVE_WINDOW, TrainLoop, TrainState
-from harness.workload import Workload, build_workload, workload_names
-import harness.workloads  # noqa: F401,E402  (registers the built-in workloads)
+from harness.workload import Workload, build_workload, workload_class, workload_names
 
 log = logging.getLogger("harness")
 
-FLOP_COUNT_TRAIN_SAMPLES = 8  # batch for the FlopCounterMode step (BatchNorm needs > 1 in train mode)
-
+TRAIN_FLOPS_METHOD = (
+    "3 x forward FLOPs of every training batch as executed (padded shapes as run; fvcore once per distinct "
+    "shape, cached) (Thompson et al. / Amodei & Hernandez)"
+)
+FWD_FLOPS_METHOD = ("fvcore FlopCountAnalysis of model(*inputs) on whole batches, eval mode, 1 multiply-add = 2 FLOPs; "
+                    "per sample = mean over the training batches")
+TRAIN_STEP_FLOPS_METHOD = ("torch.utils.flop_counter.FlopCounterMode over forward+backward of the first training batch; "
+                           "ratio = measured / (3 x fvcore forward); fwd_flops_counter_agreement = fvcore / FlopCounterMode "
+                           "forward on that batch")
 TIME_METHOD = (
     "perf_counter windows closed by a device synchronisation; train_time_s covers every training step "
     "(data loading included, data_time_s is that share); warm-up and evaluation have their own windows"
@@ -54,16 +61,26 @@ _CPU_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "Cannot alloca
 # ---------------------------------------------------------------- validation
 def validate(cfg: DictConfig) -> None:
     """Reject bad input before any work or output. Each message names key, value and choices."""
-    from models import MODEL_REGISTRY
+    from models import MODEL_REGISTRY, MODEL_TASKS, models_for
 
     def check(ok: bool, message: str) -> None:
         if not ok:
             raise UserError(message)
 
-    check(cfg.workload in workload_names(),
-          f"workload={cfg.workload!r} is unknown; known workloads: {', '.join(workload_names())}")
+    name = cfg.workload.name
+    check(name in workload_names(), f"workload={name!r} is unknown; known workloads: {', '.join(workload_names())}")
     check(cfg.model.name in MODEL_REGISTRY,
           f"model={cfg.model.name!r} is unknown; known models: {', '.join(sorted(MODEL_REGISTRY))}")
+    check(MODEL_TASKS[cfg.model.name] == name,
+          f"model={cfg.model.name} is a {MODEL_TASKS[cfg.model.name]} model, not a {name} one; "
+          f"{name} models: {', '.join(models_for(name))}")
+    data_schema = workload_class(name).data_config_class
+    check(isinstance(cfg.data, DictConfig) and issubclass(OmegaConf.get_type(cfg.data) or dict, data_schema),
+          f"data={cfg.data.get('name')} is not a {name} dataset (its config does not list {name}_data_schema); "
+          f"{name} datasets: {', '.join(datasets_for(name)) or 'none'}")
+    for key in ("train_subset", "eval_subset"):
+        value = cfg.data.get(key)
+        check(value is None or value > 0, f"data.{key}={value} is invalid: it must be a positive count or null")
     check(math.isfinite(cfg.scale) and cfg.scale > 0, f"scale={cfg.scale} is invalid: it must be a number > 0")
     t = cfg.trainer
     check(t.precision in PRECISION_DTYPES, f"trainer.precision={t.precision!r} is invalid; valid: {', '.join(PRECISION_DTYPES)}")
@@ -83,6 +100,17 @@ def validate(cfg: DictConfig) -> None:
               f"measure.country_iso_code={cfg.measure.country_iso_code!r} is unknown to codecarbon; "
               f"valid: ISO 3166-1 alpha-3 codes such as USA, FRA, DEU ({len(codes)} known)")
     check(t.timing_warmup_steps >= 0, f"trainer.timing_warmup_steps={t.timing_warmup_steps} is invalid: it must be >= 0")
+    check(t.grad_clip_norm is None or t.grad_clip_norm > 0,
+          f"trainer.grad_clip_norm={t.grad_clip_norm} is invalid: it must be > 0 or null")
+
+
+def datasets_for(workload: str) -> list[str]:
+    """The data options (conf/harness/data/*.yaml) whose config lists ``<workload>_data_schema``."""
+    from common.hydra_cli import CONF_DIR
+
+    schema = f"- {workload}_data_schema"
+    return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml")
+                  if any(line.strip() == schema for line in p.read_text().splitlines()))
 
 
 # ---------------------------------------------------------------- small helpers
@@ -147,7 +175,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     validate(cfg)
     device = resolve_device(cfg.device)
     autocast = set_precision(cfg.trainer.precision, device)
-    workload = build_workload(cfg.workload, cfg, device)
+    workload = build_workload(cfg.workload.name, cfg, device)
     result = _identity(cfg, workload, device, overrides, started_at)
     meters: Optional[Meters] = None
     loop: Optional[TrainLoop] = None
@@ -161,7 +189,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             total_steps = _total_steps(cfg.trainer, data.num_train)
             model = workload.build_model(data).to(device)
             result["num_params"] = sum(p.numel() for p in model.parameters())
-            result.update(_count_flops(cfg, workload, data, model, autocast))
+            flops = _flop_ledger(cfg, workload, model, autocast)
+            result.update(_probe_flops(cfg, workload, data, model, autocast, flops))
             peaks = find_peaks(result["device_name"], cfg.trainer.precision, cfg.measure.hardware_profiles_dir,
                                num_threads=torch.get_num_threads(), device_type=device.type,
                                max_profile_age_h=cfg.measure.profile_max_age_h)
@@ -172,15 +201,16 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
                 meters.energy.measure_idle(cfg.measure.idle_baseline_s)
             peak = result["peak_flops_per_s"]
             loop = TrainLoop(
-                cfg, workload, data, model, autocast, meters, stop, total_steps,
-                fwd_flops_per_sample=result["fwd_flops_per_sample"],
+                cfg, workload, data, model, autocast, meters, stop, total_steps, flops=flops,
                 burden_flops_per_s=None if peak is None else result["num_devices"] * peak,
-                on_curve=lambda rows: write_curve(run_dir / "curve.csv", rows), wall_start=wall_start,
+                on_curve=lambda rows: write_curve(run_dir / "curve.csv", rows),
+                on_files=lambda files: result.update(prediction_files=write_files(run_dir, files) or None),
+                wall_start=wall_start,
             )
             loop.warm_up(cfg.trainer.timing_warmup_steps)
             outcome = loop.train()
             result.update(status=outcome.status, failure_reason=outcome.failure_reason,
-                          metric_value=outcome.metric_value, error=outcome.error)
+                          metric_value=outcome.metric_value, error=outcome.error, metrics=outcome.metrics)
         except UserError:
             if meters is not None:
                 meters.close()
@@ -201,7 +231,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
         if result["status"] == "interrupted":
             result["stop_signal"] = stop.signum
     if loop is not None:
-        result.update(_work_done(loop.state, data, result))
+        result.update(_work_done(loop.state, loop.flops, data, result))
     if result["status"] == "ok":
         log.info("status ok: %s=%s", result["metric_name"], result["metric_value"])
     else:  # the log says how every run ended, not only the summary on stdout
@@ -239,9 +269,9 @@ def _identity(cfg: DictConfig, workload: Workload, device: torch.device, overrid
         warmup_method=WARMUP_METHOD,
         curve_window=CURVE_WINDOW,
         energy_window="training windows only: every training step; warm-up (warmup_energy_j) and evaluation excluded",
-        train_flops_method="3 x fwd_flops_per_sample x train_samples (Thompson et al. / Amodei & Hernandez)",
-        fwd_flops_method="fvcore FlopCountAnalysis, eval mode, 1 multiply-add = 2 FLOPs",
-        train_step_flops_method="torch.utils.flop_counter.FlopCounterMode over forward+backward; ratio = measured / (3 x fwd)",
+        train_flops_method=TRAIN_FLOPS_METHOD,
+        fwd_flops_method=FWD_FLOPS_METHOD,
+        train_step_flops_method=TRAIN_STEP_FLOPS_METHOD,
         **device_info(device),
     )
     return result
@@ -265,34 +295,48 @@ def _build_meters(cfg: DictConfig, device: torch.device, run_dir: Path) -> Meter
     return Meters(device, energy=energy, host=host)
 
 
-def _count_flops(cfg: DictConfig, workload: Workload, data: Any, model: torch.nn.Module, autocast: Any) -> dict[str, Any]:
+def _flop_ledger(cfg: DictConfig, workload: Workload, model: torch.nn.Module, autocast: Any) -> BatchFlops:
+    """Tallies for FLOPs per batch as executed: fvcore on ``model(*model_inputs(batch))``, once per shape."""
+    def count(batch: Any) -> flopcount.ForwardCount:
+        with autocast:
+            return flopcount.count_forward_macs(model, workload.model_inputs(batch), num_samples=1)
+
+    return BatchFlops(count if cfg.measure.count_flops else None, workload.shape_key, workload.positions_of)
+
+
+def _probe_flops(cfg: DictConfig, workload: Workload, data: Any, model: torch.nn.Module, autocast: Any,
+                 flops: BatchFlops) -> dict[str, Any]:
+    """Count the first training batch three ways: fvcore forward (cached for training), torch's
+    FlopCounterMode forward (the counters' agreement) and a FlopCounterMode training step."""
     if not cfg.measure.count_flops:
         return dict(fwd_flops_method=None, train_step_flops_method=None, train_flops_method=None)
-    probe_batch = next(iter(data.train_batches(min(FLOP_COUNT_TRAIN_SAMPLES, data.num_train), torch.Generator().manual_seed(0))))
-    one = workload.slice_batch(probe_batch, 1)
+    probe = next(iter(data.train_batches(cfg.trainer.batch_size, torch.Generator().manual_seed(cfg.seed))))
+    n = workload.batch_size_of(probe)
+    flops.add("probe", probe)
+    fwd = flops.forward_flops("probe")
     with autocast:
-        fwd = flopcount.count_forward_macs(model, workload.model_inputs(one), num_samples=1)
-    n = workload.batch_size_of(probe_batch)
+        torch_fwd = flopcount.count_forward_flops_torch(model, workload.model_inputs(probe))
 
-    def step(m):
+    def step(m: torch.nn.Module) -> torch.Tensor:
         with autocast:
-            return workload.loss(m, probe_batch)
+            total, count = workload.loss(m, probe)
+            return total / count
 
     measured = flopcount.count_train_step_flops(model, step, num_samples=n)
     return dict(
-        fwd_macs_per_sample=fwd.macs_per_sample,
-        fwd_flops_per_sample=fwd.flops_per_sample,
-        flops_unsupported_ops=fwd.unsupported_ops,
+        fwd_macs_per_sample=fwd / 2 / n,
+        fwd_flops_per_sample=fwd / n,
+        fwd_flops_counter_agreement=ratio(fwd, torch_fwd),
+        flops_unsupported_ops=dict(sorted(flops.unsupported_ops.items())),
         train_step_flops_measured_per_sample=measured,
-        train_step_flops_ratio=ratio(measured, flopcount.TRAIN_FLOPS_PER_FORWARD_FLOP * fwd.flops_per_sample),
+        train_step_flops_ratio=ratio(measured * n, flopcount.TRAIN_FLOPS_PER_FORWARD_FLOP * fwd),
     )
 
 
-def _work_done(state: TrainState, data: Any, result: dict[str, Any]) -> dict[str, Any]:
+def _work_done(state: TrainState, flops: BatchFlops, data: Any, result: dict[str, Any]) -> dict[str, Any]:
     """Samples, steps and FLOPs of the training and warm-up windows, and of the evaluations."""
-    fwd = result.get("fwd_flops_per_sample")
     num_evals = len(state.curve)
-    return dict(
+    done = dict(
         train_samples=state.samples,
         train_steps=state.steps,
         epochs=state.samples / data.num_train,
@@ -300,10 +344,20 @@ def _work_done(state: TrainState, data: Any, result: dict[str, Any]) -> dict[str
         warmup_steps=state.warmup_steps,
         warmup_samples=state.warmup_samples,
         data_time_s=state.data_time_s,
-        train_flops=flopcount.train_flops(fwd, state.samples),
-        warmup_flops=flopcount.train_flops(fwd, state.warmup_samples) if state.warmup_steps else None,
-        eval_flops=None if fwd is None else fwd * data.num_eval * num_evals,
+        train_flops=flops.train_flops("train"),
+        warmup_flops=flops.train_flops("warmup") if state.warmup_steps else None,
+        padding_fraction=flops.padding_fraction("train"),
+        flops_distinct_shapes=flops.distinct_shapes("train") if result.get("train_flops_method") else None,
+        flops_count_time_s=flops.count_time_s if result.get("train_flops_method") else None,
     )
+    if train_fwd := flops.forward_flops("train"):
+        done.update(fwd_flops_per_sample=train_fwd / state.samples, fwd_macs_per_sample=train_fwd / 2 / state.samples,
+                    flops_unsupported_ops=dict(sorted(flops.unsupported_ops.items())))
+    fwd = done.get("fwd_flops_per_sample", result.get("fwd_flops_per_sample"))
+    # Evaluation batches are not tallied: the per-sample mean transfers to them only without padding.
+    if fwd is not None and not done["padding_fraction"]:
+        done["eval_flops"] = fwd * data.num_eval * num_evals
+    return done
 
 
 def _derive(result: dict[str, Any]) -> None:

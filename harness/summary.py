@@ -70,6 +70,12 @@ def _assumptions(r: dict[str, Any]) -> Optional[str]:
     return ("; ".join(parts) + " (codecarbon model: result.json energy_assumptions)") if parts else None
 
 
+def _other_metrics(r: dict[str, Any]) -> Optional[str]:
+    """The evaluation's metrics besides the primary one (precision, recall, a dev score)."""
+    others = {k: v for k, v in (r.get("metrics") or {}).items() if k != r.get("metric_name")}
+    return "  ".join(f"{k} {_num(v)}" for k, v in others.items()) or None
+
+
 def format_summary(r: dict[str, Any], run_dir: str) -> str:
     """A dozen aligned lines: what ran, quality, compute, time, hardware, energy, conditions."""
     methods = f"gpu={r.get('energy_gpu_method')}, cpu={r.get('energy_cpu_method')}, ram={r.get('energy_ram_method')}"
@@ -77,9 +83,14 @@ def format_summary(r: dict[str, Any], run_dir: str) -> str:
         ("run", f"{r['model']} scale={r['scale']} on {r['dataset']} ({r['benchmark']}), {r['device_name']}, {r['precision']}"),
         ("status", r["status"] + (f" ({r['failure_reason']})" if r.get("failure_reason") else "")),
         (r.get("metric_name") or "metric", f"{_num(r.get('metric_value'))}  (error {_num(r.get('error'))})"),
+        ("other metrics", _other_metrics(r)),
+        ("predictions", ", ".join(r["prediction_files"]) if r.get("prediction_files") else None),
         ("trained", f"{r.get('train_samples')} samples, {r.get('train_steps')} steps, {_num(r.get('epochs'), '.3g')} epochs"),
-        ("forward", f"{_si(r.get('fwd_flops_per_sample'), 'FLOP')}/sample (fvcore MACs x 2)"),
-        ("train compute", f"{_si(r.get('train_flops'), 'FLOP')} (3 x fwd); step counted/analytic = {_num(r.get('train_step_flops_ratio'), '.3f')}"),
+        ("forward", f"{_si(r.get('fwd_flops_per_sample'), 'FLOP')}/sample (fvcore MACs x 2; fvcore/FlopCounterMode "
+                    f"{_num(r.get('fwd_flops_counter_agreement'), '.3f')})"),
+        ("train compute", f"{_si(r.get('train_flops'), 'FLOP')} (3 x fwd of each batch as run: {r.get('flops_distinct_shapes')} "
+                          f"shapes, padding {_num(r.get('padding_fraction'), '.1%')}); step counted/analytic = "
+                          f"{_num(r.get('train_step_flops_ratio'), '.3f')}"),
         ("time", f"train {_num(r.get('train_time_s'), '.1f', ' s')}, eval {_num(r.get('eval_time_s'), '.1f', ' s')}, "
                  f"data {_num(r.get('data_time_s'), '.1f', ' s')}, warm-up {_num(r.get('warmup_time_s'), '.1f', ' s')}, "
                  f"wall {_num(r.get('wall_time_s'), '.1f', ' s')}"),

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from harness.errors import UserError
-from harness.measure import flops as flopcount
+from harness.measure.batch_flops import BatchFlops
 from harness.measure.meter import Meters
 from harness.optim import build_optimizer
 from harness.stop import StopRequest
-from harness.workload import Workload
+from harness.workload import Evaluation, Workload
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class TrainOutcome:
     failure_reason: Optional[str] = None
     metric_value: Optional[float] = None
     error: Optional[float] = None
+    metrics: Optional[dict[str, float]] = None  # every metric of the last evaluation
 
 
 def _progress(total: int, enabled: bool):
@@ -93,23 +94,25 @@ class TrainLoop:
         meters: Windows for time, energy and host conditions.
         stop: Set by SIGTERM/SIGINT; checked after every step.
         total_steps: Optimiser steps to train.
-        fwd_flops_per_sample: For the curve's cumulative FLOPs (None when not counted).
+        flops: Tallies every batch (``warmup`` and ``train`` windows) for FLOPs per batch as
+            executed; settled between windows, never inside one.
         burden_flops_per_s: num_devices x peak FLOP/s, for the curve's cumulative burden (None
             when the peak is unknown).
         on_curve: Called with the curve after each evaluation (writes curve.csv).
+        on_files: Called with each evaluation's files (predictions), to write into the run folder.
     """
 
     def __init__(self, cfg: Any, workload: Workload, data: Any, model: nn.Module, autocast: Any, meters: Meters,
-                 stop: StopRequest, total_steps: int, fwd_flops_per_sample: Optional[float],
+                 stop: StopRequest, total_steps: int, flops: BatchFlops,
                  burden_flops_per_s: Optional[float], on_curve: Callable[[list[dict[str, Any]]], None],
-                 wall_start: float) -> None:
+                 on_files: Callable[[dict[str, str]], None], wall_start: float) -> None:
         self.cfg, self.t = cfg, cfg.trainer
         self.workload, self.data, self.model, self.autocast = workload, data, model, autocast
         self.meters, self.stop = meters, stop
         self.total_steps = total_steps
-        self.fwd = fwd_flops_per_sample
+        self.flops = flops
         self.burden_flops_per_s = burden_flops_per_s
-        self.on_curve = on_curve
+        self.on_curve, self.on_files = on_curve, on_files
         self.wall_start = wall_start
         self.state = TrainState()
         self.opt, self.sched = build_optimizer(self.t, model, total_steps)
@@ -118,9 +121,13 @@ class TrainLoop:
     # ------------------------------------------------------------ one step
     def _step(self, batch: Any, schedule: bool = True) -> torch.Tensor:
         with self.autocast:
-            loss = self.workload.loss(self.model, batch)
+            total, count = self.workload.loss(self.model, batch)
+            loss = total / count  # the mean over the batch's real items (padding excluded)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.t.grad_clip_norm is not None:
+            self.scaler.unscale_(self.opt)  # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip_norm)
         self.scaler.step(self.opt)
         self.scaler.update()
         if schedule:
@@ -148,6 +155,7 @@ class TrainLoop:
                 # The scheduler stays put: warm-up may be longer than a short run's schedule
                 # (OneCycleLR refuses to step past its total), and its state is restored anyway.
                 self._step(batch, schedule=False)
+                self.flops.add("warmup", batch)
                 self.state.warmup_steps += 1
                 self.state.warmup_samples += self.workload.batch_size_of(batch)
                 if self.stop.requested:
@@ -161,20 +169,25 @@ class TrainLoop:
             torch.cuda.set_rng_state_all(cuda_rng)
 
     # ------------------------------------------------------------ training
-    def _evaluate(self) -> float:
+    def _evaluate(self) -> Evaluation:
         with self.meters.window("eval"):
             self.model.eval()
             with self.autocast:
-                metric = self.workload.evaluate(self.model, self.data)
+                evaluation = self.workload.evaluate(self.model, self.data)
             self.model.train()
-        return metric
+        name = self.workload.metric_name
+        if name not in evaluation.metrics:
+            raise KeyError(f"workload {self.workload.name!r}: evaluate() returned no {name!r} "
+                           f"(got {', '.join(evaluation.metrics) or 'nothing'})")
+        self.on_files(evaluation.files)
+        return evaluation
 
     def _curve_row(self, metric: float) -> dict[str, Any]:
         s = self.state
         train_s = self.meters.seconds("train")
         return dict(
             eval_index=len(s.curve), train_samples=s.samples, train_steps=s.steps,
-            epochs=s.samples / self.data.num_train, train_flops=flopcount.train_flops(self.fwd, s.samples),
+            epochs=s.samples / self.data.num_train, train_flops=self.flops.train_flops("train"),
             train_time_s=train_s,
             hardware_burden_flops=None if self.burden_flops_per_s is None else self.burden_flops_per_s * train_s,
             energy_total_j=self.meters.energy_total_j(), wall_time_s=time.perf_counter() - self.wall_start,
@@ -203,6 +216,7 @@ class TrainLoop:
                     batch = next(batches)
                     s.data_time_s += time.perf_counter() - t0
                     loss = self._step(batch)
+                    self.flops.add("train", batch)
                     nonfinite |= ~torch.isfinite(loss)
                     s.steps += 1
                     s.samples += self.workload.batch_size_of(batch)
@@ -218,13 +232,16 @@ class TrainLoop:
                 self.meters.end()
                 if self.stop.requested:
                     return self._interrupted()
-                metric = self._evaluate()
+                self.flops.settle()  # count new batch shapes here, between the timed windows
+                evaluation = self._evaluate()
+                metric = evaluation.metrics[self.workload.metric_name]
                 s.curve.append(self._curve_row(metric))
                 self.on_curve(s.curve)
-                log.info("step %d/%d  %s=%.4f  train %.1fs", s.steps, self.total_steps, self.workload.metric_name,
-                         metric, self.meters.seconds("train"))
+                log.info("step %d/%d  %s  train %.1fs", s.steps, self.total_steps,
+                         "  ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()), self.meters.seconds("train"))
         final = s.curve[-1]
-        return TrainOutcome("ok", metric_value=final["metric_value"], error=final["error"])
+        return TrainOutcome("ok", metric_value=final["metric_value"], error=final["error"],
+                            metrics=dict(evaluation.metrics))
 
     def _interrupted(self) -> TrainOutcome:
         return TrainOutcome("interrupted", f"stopped by {self.stop.name} after {self.state.steps} of "

@@ -1,7 +1,9 @@
 """Model registry keyed by config name.
 
 Adding a model means one module that calls :func:`register_model` and one file in
-``conf/harness/model/``. The runner never branches on a model's name.
+``conf/harness/model/``. The runner never branches on a model's name. Each model names the
+task it is built for (the harness's workload name: ``image_classification``, ``ner``, ...), so
+pairing a model with the wrong kind of data fails before anything runs.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from torch import nn
 
 #: name -> (builder(scale, **arch) -> nn.Module, architecture dataclass)
 MODEL_REGISTRY: dict[str, tuple[Callable[..., nn.Module], type]] = {}
+#: name -> the task (workload name) the model is built for
+MODEL_TASKS: dict[str, str] = {}
 
 
-def register_model(name: str, config_cls: type) -> Callable:
-    """Register ``builder`` under ``name``; ``config_cls`` is a dataclass of its arch knobs.
+def register_model(name: str, config_cls: type, task: str) -> Callable:
+    """Register ``builder`` under ``name`` for ``task``; ``config_cls`` is a dataclass of its arch knobs.
 
     The dataclass must have a ``name: str`` field; its other fields are the keyword
     arguments of the builder. Hydra uses it as the typed schema of ``conf/harness/model/<name>.yaml``.
@@ -28,6 +32,7 @@ def register_model(name: str, config_cls: type) -> Callable:
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         MODEL_REGISTRY[name] = (builder, config_cls)
+        MODEL_TASKS[name] = task
         return builder
 
     return wrap
@@ -35,6 +40,11 @@ def register_model(name: str, config_cls: type) -> Callable:
 
 def _known() -> str:
     return ", ".join(sorted(MODEL_REGISTRY))
+
+
+def models_for(task: str) -> list[str]:
+    """The registered models built for ``task``."""
+    return sorted(n for n, t in MODEL_TASKS.items() if t == task)
 
 
 def model_config_class(name: str) -> type:

@@ -163,7 +163,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-@register_model("resnet", ResNetConfig)
+@register_model("resnet", ResNetConfig, task="image_classification")
 def build_resnet(
     scale: float = 1.0,
     depth: int = 50,

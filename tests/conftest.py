@@ -48,19 +48,8 @@ def fashion_mnist_root() -> Path:
     return root
 
 
-#: A tiny image-classification run: seconds on a CPU.
-TINY_HARNESS = (
-    "scale=0.125",
-    "data.train_subset=640",
-    "data.eval_subset=300",
-    "trainer.batch_size=64",
-    "trainer.eval_batch_size=150",
-    "trainer.epochs=1",
-    "trainer.num_evals=2",
-    "trainer.timing_warmup_steps=2",
-    "trainer.progress=false",
-    "device=cpu",
-)
+#: A tiny image-classification run: seconds on a CPU (conf/harness/workload_preset/image_classification_tiny.yaml).
+TINY_HARNESS = ("preset=tiny", "device=cpu")
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +67,28 @@ def compose_harness(fashion_mnist_root):
         register_configs()
         with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "harness"), version_base="1.3"):
             return compose("config", overrides=[*TINY_HARNESS, f"data.root={fashion_mnist_root}",
+                                                f"measure.hardware_profiles_dir={tmp_path / 'hardware'}", *overrides])
+
+    return compose_cfg
+
+
+@pytest.fixture(scope="session")
+def workload_data_roots(fashion_mnist_root, shared_data) -> dict[str, Path]:
+    """``data.root`` of each built-in workload's default dataset, for its tiny preset."""
+    return {"image_classification": fashion_mnist_root, "ner": shared_data / "conll2003"}
+
+
+@pytest.fixture(scope="session")
+def compose_workload(workload_data_roots):
+    """``compose_workload(tmp_path, name, *overrides)``: workload ``name`` at ``preset=tiny`` on the CPU."""
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import register_configs
+
+    def compose_cfg(tmp_path: Path, name: str, *overrides: str):
+        register_configs()
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf" / "harness"), version_base="1.3"):
+            return compose("config", overrides=[f"workload={name}", *TINY_HARNESS, f"data.root={workload_data_roots[name]}",
                                                 f"measure.hardware_profiles_dir={tmp_path / 'hardware'}", *overrides])
 
     return compose_cfg

@@ -1,4 +1,4 @@
-"""harness.data: IDX reading, the dataset registry, and clear errors for missing data."""
+"""harness.workloads.image_data: IDX reading, the dataset registry, and clear errors for missing data."""
 from __future__ import annotations
 
 import gzip
@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness.data import _random_crop_flip, build_data, read_idx
+from harness.workloads.image_data import _random_crop_flip, build_data, read_idx
 from harness.errors import DataNotFoundError, UserError
 
 

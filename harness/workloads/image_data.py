@@ -1,4 +1,4 @@
-"""Datasets for the harness: a registry keyed by ``data.name``.
+"""Image datasets of the image-classification workload: a registry keyed by ``data.name``.
 
 Small datasets (Fashion-MNIST, CIFAR-10) are held in memory as uint8 tensors and batched,
 normalised and augmented on the training device, which on a 2-core CPU is far faster than a
@@ -21,8 +21,18 @@ import numpy as np
 import torch
 
 from harness.errors import DataNotFoundError, UserError
+from harness.workload import DataConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ImageDataConfig(DataConfig):
+    """An image dataset (``data.*``): the generic fields and the image-only ones."""
+
+    image_size: int = 28  # pixels, side of the square input the model sees
+    augment: bool = False  # random crop (pad 4) and horizontal flip, on training batches only
+    num_workers: int = 0  # DataLoader workers for datasets read from disk per sample
 
 
 @dataclass
@@ -56,7 +66,7 @@ def dataset_names() -> list[str]:
 
 
 def build_data(cfg: Any, device: torch.device, channels_last: bool = False) -> DataBundle:
-    """Load dataset ``cfg.name`` (a :class:`harness.config.DataConfig`) for ``device``.
+    """Load dataset ``cfg.name`` (an :class:`ImageDataConfig`) for ``device``.
 
     ``channels_last`` makes batches NHWC in memory, which oneDNN and cuDNN convolutions prefer.
     """
