@@ -159,6 +159,23 @@ def test_precheck_groups_and_additions(args, expected):
         assert problem is not None and problem.startswith(expected), problem
 
 
+def test_a_preset_without_a_file_for_the_workload_is_one_line(tmp_path):
+    """Hydra skips a missing optional specialisation silently; precheck names the missing file."""
+    import shutil
+
+    from common.hydra_cli import CONF_DIR, precheck
+    from harness.config import register_configs
+
+    register_configs()
+    conf = tmp_path / "harness"
+    shutil.copytree(CONF_DIR, conf)
+    assert precheck(["preset=tiny"], "config", conf) is None
+    (conf / "workload_preset" / "image_classification_tiny.yaml").unlink()
+    problem = precheck(["preset=tiny"], "config", conf)
+    assert problem is not None and problem.startswith(
+        "preset=tiny has no file for workload=image_classification (workload_preset/image_classification_tiny.yaml)"), problem
+
+
 QUOTING = [
     ("data.root=~/data/cifar10", "\"data.root='~/data/cifar10'\"", "~/data/cifar10"),
     ("data.root=/tmp/dätä", "\"data.root='/tmp/dätä'\"", "/tmp/dätä"),
