@@ -1,2 +1,5 @@
-"""Built-in workloads; importing this package registers them."""
-from harness.workloads import image_classification  # noqa: F401
+"""Built-in workloads, one module per benchmark family (plus shared helpers such as ``text``).
+
+:func:`harness.workload.workloads` imports every module here on first use; each registers its
+workload with ``@register_workload``. Importing this package alone imports none of them.
+"""
