@@ -350,6 +350,8 @@ def _work_done(state: TrainState, flops: BatchFlops, data: Any, result: dict[str
         flops_distinct_shapes=flops.distinct_shapes("train") if result.get("train_flops_method") else None,
         flops_count_time_s=flops.count_time_s if result.get("train_flops_method") else None,
     )
+    if flops.failure is not None:
+        log.warning("FLOP counting failed (%s): train_flops and warmup_flops are null", flops.failure)
     if train_fwd := flops.forward_flops("train"):
         done.update(fwd_flops_per_sample=train_fwd / state.samples, fwd_macs_per_sample=train_fwd / 2 / state.samples,
                     flops_unsupported_ops=dict(sorted(flops.unsupported_ops.items())))

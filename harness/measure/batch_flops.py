@@ -39,6 +39,7 @@ class BatchFlops:
         self.padded_positions: Counter = Counter()  # window -> positions as run (real + padding)
         self.unsupported_ops: Counter = Counter()  # op -> calls, over every counted shape
         self.count_time_s = 0.0  # spent counting (outside every timed window)
+        self.failure: Optional[str] = None  # why counting failed (then every FLOP total is None)
 
     def add(self, window: str, batch: Any) -> None:
         """Tally one batch of ``window``. Cheap: no counting, no device synchronisation."""
@@ -52,21 +53,28 @@ class BatchFlops:
 
     def settle(self) -> None:
         """Count the shapes seen since the last call (call it outside the timed windows)."""
-        if not self._pending:
+        if not self._pending or self.failure is not None:
             return
         start = time.perf_counter()
-        for key, batch in list(self._pending.items()):
-            fwd = self._count(batch)
-            self._macs[key] = fwd.macs_per_sample  # num_samples=1: the whole batch
-            self.unsupported_ops.update(fwd.unsupported_ops)
-            del self._pending[key]
-        self.count_time_s += time.perf_counter() - start
+        try:
+            for key, batch in list(self._pending.items()):
+                fwd = self._count(batch)
+                self._macs[key] = fwd.macs_per_sample  # num_samples=1: the whole batch
+                self.unsupported_ops.update(fwd.unsupported_ops)
+                del self._pending[key]
+        except Exception as exc:  # noqa: BLE001  (e.g. out of memory after a failed run: no total, not a crash)
+            self.failure = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0]
+            self._pending.clear()
+        finally:
+            self.count_time_s += time.perf_counter() - start
 
     def forward_flops(self, window: str) -> Optional[float]:
         """Forward FLOPs (2 per multiply-add) of every batch of ``window``; None when not counted."""
         if self._count is None:
             return None
         self.settle()
+        if self.failure is not None:
+            return None
         return sum(2.0 * self._macs[key] * n for key, n in self.batches[window].items())
 
     def train_flops(self, window: str) -> Optional[float]:
