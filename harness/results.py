@@ -17,7 +17,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     # identity
     "run_id", "run_name", "started_at", "git_commit", "overrides", "config", "seed",
     # what ran
-    "workload", "benchmark", "model", "scale", "dataset", "dataset_source", "num_params",
+    "workload", "benchmark", "model", "scale", "dataset", "dataset_source", "dataset_details", "num_params",
     "precision", "device_type", "device_name", "num_devices",
     "torch_version", "cuda_version", "driver_version",
     # work done (train_* cover every training step; warm-up is separate and restored, see warmup_method)
@@ -29,7 +29,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "flops_count_time_s",
     "train_step_flops_measured_per_sample", "train_step_flops_ratio", "train_step_flops_method",
     "fwd_flops_counter_agreement",
-    "eval_flops",
+    "eval_flops", "eval_flops_method",
     # time
     "train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s",
     "time_method",
@@ -49,7 +49,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "process_cpu_share", "host_other_cpu_share", "host_steal_share", "contended", "contention_reason",
     # quality: the primary metric and its error; every metric of the last evaluation; the files
     # holding its predictions in the benchmark's standard format (in the run folder)
-    "metric_name", "metric_value", "error", "metrics", "prediction_files",
+    "metric_name", "metric_value", "error", "metrics", "metric_details", "prediction_files",
     # outcome
     "status", "failure_reason", "stop_signal",
 )

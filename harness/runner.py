@@ -185,6 +185,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             seed_everything(cfg.seed)
             data = workload.build_data()
             result.update(dataset=data.name, dataset_source=data.source, eval_samples=data.num_eval,
+                          dataset_details=getattr(data, "details", None) or None,
                           eval_is_subset=cfg.data.get("eval_subset") is not None)
             total_steps = _total_steps(cfg.trainer, data.num_train)
             model = workload.build_model(data).to(device)
@@ -210,7 +211,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             loop.warm_up(cfg.trainer.timing_warmup_steps)
             outcome = loop.train()
             result.update(status=outcome.status, failure_reason=outcome.failure_reason,
-                          metric_value=outcome.metric_value, error=outcome.error, metrics=outcome.metrics)
+                          metric_value=outcome.metric_value, error=outcome.error, metrics=outcome.metrics,
+                          metric_details=outcome.metric_details)
         except UserError:
             if meters is not None:
                 meters.close()
@@ -356,9 +358,12 @@ def _work_done(state: TrainState, flops: BatchFlops, data: Any, result: dict[str
         done.update(fwd_flops_per_sample=train_fwd / state.samples, fwd_macs_per_sample=train_fwd / 2 / state.samples,
                     flops_unsupported_ops=dict(sorted(flops.unsupported_ops.items())))
     fwd = done.get("fwd_flops_per_sample", result.get("fwd_flops_per_sample"))
-    # Evaluation batches are not tallied: the per-sample mean transfers to them only without padding.
-    if fwd is not None and not done["padding_fraction"]:
-        done["eval_flops"] = fwd * data.num_eval * num_evals
+    if num_evals and state.eval_flops is not None:  # the workload counted every evaluation itself
+        done.update(eval_flops=state.eval_flops, eval_flops_method=state.eval_flops_method)
+    elif fwd is not None and num_evals and not done["padding_fraction"]:
+        # Without padding a sample's forward pass costs the same in training and evaluation.
+        done.update(eval_flops=fwd * data.num_eval * num_evals,
+                    eval_flops_method="fwd_flops_per_sample x eval_samples x num_evals (one forward pass per sample)")
     return done
 
 

@@ -63,6 +63,8 @@ class TrainState:
     warmup_samples: int = 0
     data_time_s: float = 0.0
     curve: list[dict[str, Any]] = field(default_factory=list)
+    eval_flops: Optional[float] = 0.0  # as the workload counted them; None once one evaluation did not
+    eval_flops_method: Optional[str] = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainOutcome:
     metric_value: Optional[float] = None
     error: Optional[float] = None
     metrics: Optional[dict[str, float]] = None  # every metric of the last evaluation
+    metric_details: Optional[dict[str, Any]] = None  # how the last evaluation computed them
 
 
 def _progress(total: int, enabled: bool):
@@ -180,6 +183,9 @@ class TrainLoop:
             raise KeyError(f"workload {self.workload.name!r}: evaluate() returned no {name!r} "
                            f"(got {', '.join(evaluation.metrics) or 'nothing'})")
         self.on_files(evaluation.files)
+        s = self.state
+        s.eval_flops = None if s.eval_flops is None or evaluation.flops is None else s.eval_flops + evaluation.flops
+        s.eval_flops_method = evaluation.flops_method
         return evaluation
 
     def _curve_row(self, metric: float) -> dict[str, Any]:
@@ -241,7 +247,7 @@ class TrainLoop:
                          "  ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()), self.meters.seconds("train"))
         final = s.curve[-1]
         return TrainOutcome("ok", metric_value=final["metric_value"], error=final["error"],
-                            metrics=dict(evaluation.metrics))
+                            metrics=dict(evaluation.metrics), metric_details=dict(evaluation.details) or None)
 
     def _interrupted(self) -> TrainOutcome:
         return TrainOutcome("interrupted", f"stopped by {self.stop.name} after {self.state.steps} of "

@@ -70,6 +70,8 @@ class WorkloadData(Protocol):
     source: str  # where it was read from
     num_train: int  # training samples (sentences, images, question-context pairs, ...)
     num_eval: int  # samples of the reported evaluation set
+    #: optional ``details: dict``: facts about the data worth keeping (the split and how it was
+    #: drawn, vocabulary sizes, malformed lines skipped); written to result.json ``dataset_details``
 
     def train_batches(self, batch_size: int, rng: torch.Generator) -> Iterable[Batch]:
         """One epoch of training batches in an order drawn from ``rng``."""
@@ -82,11 +84,19 @@ class Evaluation:
     ``metrics`` holds the primary metric under the workload's ``metric_name`` and any others
     (precision, recall, a dev-set score, EM beside F1), in the metric's own units. ``files``
     maps a file name (no folders) to its text: predictions and references in the benchmark's
-    standard format (``predictions.conll``, ``detections.json``, ...).
+    standard format (``predictions.conll``, ``detections.json``, ...). ``details`` are facts
+    about how the metric was computed (a scorer's signature, the decoding method) that go into
+    ``result.json`` as ``metric_details``. A workload whose evaluation costs something else
+    than one forward pass per sample (autoregressive decoding, beam search) counts it itself
+    (e.g. with :func:`harness.measure.flops.count_forward_macs` per step shape) and returns it
+    in ``flops`` (2 per multiply-add) with ``flops_method``; otherwise the runner estimates it.
     """
 
     metrics: dict[str, float]
     files: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    flops: Optional[float] = None
+    flops_method: Optional[str] = None
 
 
 class Workload(abc.ABC):

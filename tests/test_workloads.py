@@ -112,3 +112,28 @@ def test_workload_config_must_subclass_the_base():
     with pytest.raises(TypeError, match="config_class must subclass WorkloadConfig"):
         register_workload(BadConfig)
     assert issubclass(workloads()["ner"].config_class, WorkloadConfig)
+
+
+def test_evaluation_flops_details_and_dataset_details_reach_the_result(tmp_path, compose_workload, monkeypatch):
+    """A workload that counts its own evaluation cost (decoding) and says how it scored: both are kept."""
+    from harness.workloads.image_classification import ImageClassification
+
+    real = ImageClassification.evaluate
+
+    def evaluate(self, model, data):
+        e = real(self, model, data)
+        return Evaluation(e.metrics, details={"scorer": "top-1 v1"}, flops=1000.0, flops_method="counted per step")
+
+    monkeypatch.setattr(ImageClassification, "evaluate", evaluate)
+    cfg = compose_workload(tmp_path, "image_classification", "measure.codecarbon=false")
+    r = run(cfg, tmp_path / "run", [])
+    assert r["num_evals"] == 2 and r["eval_flops"] == 2000.0 and r["eval_flops_method"] == "counted per step"
+    assert r["metric_details"] == {"scorer": "top-1 v1"}
+
+
+def test_without_a_count_from_the_workload_eval_flops_is_the_per_sample_estimate(tmp_path, compose_workload):
+    cfg = compose_workload(tmp_path, "image_classification", "measure.codecarbon=false")
+    r = run(cfg, tmp_path / "run", [])
+    assert r["eval_flops"] == pytest.approx(r["fwd_flops_per_sample"] * r["eval_samples"] * r["num_evals"])
+    assert r["eval_flops_method"].startswith("fwd_flops_per_sample x eval_samples")
+    assert r["metric_details"] is None and r["dataset_details"] is None
