@@ -75,7 +75,8 @@ def compose_harness(fashion_mnist_root):
 @pytest.fixture(scope="session")
 def workload_data_roots(fashion_mnist_root, shared_data) -> dict[str, Path]:
     """``data.root`` of each built-in workload's default dataset, for its tiny preset."""
-    return {"image_classification": fashion_mnist_root, "ner": shared_data / "conll2003"}
+    return {"image_classification": fashion_mnist_root, "ner": shared_data / "conll2003",
+            "translation": shared_data / "tatoeba-eng-fra"}
 
 
 @pytest.fixture(scope="session")
