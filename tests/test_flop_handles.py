@@ -240,3 +240,23 @@ def test_counting_restores_backends_and_model():
 
 def test_agreement_is_none_when_flop_counter_sees_nothing():
     assert forward_agreement(nn.ReLU(), (torch.randn(4),)) is None
+
+
+def test_training_step_of_an_lstm_is_counted_by_flop_counter_mode():
+    """In train mode nn.LSTM runs oneDNN's kernel, which FlopCounterMode has no formula for:
+    the step is counted on decomposed kernels, so forward + backward is about 3 x the forward."""
+    from harness.measure.flops import count_train_step_flops
+
+    torch.manual_seed(0)
+    lstm = nn.LSTM(8, 16, batch_first=True)
+    x = torch.randn(4, 5, 8, requires_grad=True)  # as an embedding's output: its gradient is needed
+    macs = 4 * 5 * 4 * 16 * (8 + 16)  # B x T x gates x hidden x (input + hidden)
+
+    def step(m):
+        return m(x)[0].sum()
+
+    per_sample = count_train_step_flops(lstm, step, num_samples=4)
+    # forward 2 x macs; backward: the weights' gradients 2 x macs, the inputs' and hidden states'
+    # 2 x macs, less the first step's hidden-state gradient (h0 is a constant): B x 4H x H MACs
+    assert per_sample * 4 == 3 * 2 * macs - 2 * 4 * 4 * 16 * 16
+    assert torch.backends.mkldnn.enabled  # restored
