@@ -43,6 +43,8 @@ def test_tiny_preset_runs_end_to_end(name, tmp_path, compose_workload):
     # FLOPs per batch as executed, every op counted, two counters agreeing
     assert on_disk["flops_unsupported_ops"] == {}
     assert 0.95 <= on_disk["fwd_flops_counter_agreement"] <= 1.05
+    # a real forward+backward step counted by FlopCounterMode is near the paper's 3 x forward
+    assert 0.6 < on_disk["train_step_flops_ratio"] < 1.2
     assert on_disk["train_flops"] > 0 and on_disk["flops_distinct_shapes"] >= 1
     assert 0.0 <= on_disk["padding_fraction"] < 1.0
     # predictions in the benchmark's format, named in the result
