@@ -137,7 +137,7 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def normalize_token(token: str, lowercase: bool = False, zero_digits: bool = False) -> str:
     """The key a word vocabulary stores: optionally lowercased and with every digit set to 0
-    (Lample et al. 2016, sec. 4: "every digit replaced with a zero")."""
+    (as Lample et al. 2016's tagger does with ``lower`` and ``zeros``)."""
     if lowercase:
         token = token.lower()
     if zero_digits:
