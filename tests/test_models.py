@@ -66,7 +66,7 @@ def test_compute_falls_roughly_quadratically_with_width():
 
 
 def test_unknown_model_lists_known_names():
-    with pytest.raises(KeyError, match="known models: resnet"):
+    with pytest.raises(KeyError, match="known models: .*resnet"):
         build_model("resnte")
 
 

@@ -391,15 +391,7 @@ class NamedEntityRecognition(Workload):
         return NerData(self.cfg, self.device)
 
     def build_model(self, data: NerData) -> nn.Module:
-        from models import build_model
-
-        arch = OmegaConf.to_container(self.cfg.model, resolve=True) if OmegaConf.is_config(self.cfg.model) else dict(self.cfg.model)
-        name = arch.pop("name")
-        try:
-            return build_model(name, scale=self.cfg.scale, vocab_size=len(data.words), num_chars=len(data.chars),
-                               num_tags=len(data.tags), **arch)
-        except (KeyError, ValueError) as exc:
-            raise UserError(str(exc).strip("\"'")) from None
+        return self.registered_model(vocab_size=len(data.words), num_chars=len(data.chars), num_tags=len(data.tags))
 
     def model_inputs(self, batch: NerBatch) -> tuple:
         return batch.words, batch.chars, batch.mask
