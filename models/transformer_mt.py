@@ -48,6 +48,8 @@ BASE_HEADS = 8
 HEAD_DIM = 64  # d_model 512 / 8 heads
 FFN_RATIO = 4  # d_ff 2048 / d_model 512
 DROPOUT = 0.1
+#: An attention layer's keys and values, each (B, heads, T, head_dim).
+KeysValues = tuple[torch.Tensor, torch.Tensor]
 #: Positions the sinusoid table holds (longer inputs raise an error instead of wrapping).
 MAX_POSITIONS = 1024
 
@@ -99,7 +101,7 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
 
-    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def keys_values(self, x: torch.Tensor) -> KeysValues:
         k, v = self.kv(x).chunk(2, dim=-1)
         return self.split(k), self.split(v)
 
@@ -153,21 +155,31 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, x: torch.Tensor, self_kv: tuple[torch.Tensor, torch.Tensor], cross_kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor, causal: bool) -> torch.Tensor:
-        """``self_kv`` are the self-attention keys/values of the positions ``x`` may see (its own
-        included); ``cross_kv`` the encoder output's; ``mask`` (B, 1, 1, S) True at real source tokens."""
-        if self.pre_norm:
-            x = x + self.drop(self.self_attn.attend(self.norm1(x), *self_kv, causal=causal))
-            x = x + self.drop(self.cross_attn.attend(self.norm2(x), *cross_kv, mask))
-            return x + self.drop(self.ffn(self.norm3(x)))
-        x = self.norm1(x + self.drop(self.self_attn.attend(x, *self_kv, causal=causal)))
-        x = self.norm2(x + self.drop(self.cross_attn.attend(x, *cross_kv, mask)))
-        return self.norm3(x + self.drop(self.ffn(x)))
+    def forward(self, x: torch.Tensor, cross_kv: KeysValues, mask: torch.Tensor,
+                past: Optional[KeysValues] = None) -> tuple[torch.Tensor, KeysValues]:
+        """Returns the layer's output and its self-attention (keys, values) over every position seen.
 
-    def self_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the self-attention's keys and values are computed from (the normed input in pre-norm)."""
-        return self.norm1(x) if self.pre_norm else x
+        ``past`` None: teacher forcing, ``x`` holds every target position (causal self-attention;
+        target padding sits after the real tokens, so no real position ever sees it). Otherwise
+        ``x`` is the next position(s) and ``past`` the cached keys/values of the earlier ones.
+        ``cross_kv`` are the encoder output's keys/values, ``mask`` (B, 1, 1, S) True at real
+        source tokens.
+        """
+        h = self.norm1(x) if self.pre_norm else x
+        k, v = self.self_attn.keys_values(h)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # decoding one position may see every cached position and itself: no causal mask
+        a = self.self_attn.attend(h, k, v, causal=past is None)
+        if self.pre_norm:
+            x = x + self.drop(a)
+            x = x + self.drop(self.cross_attn.attend(self.norm2(x), *cross_kv, mask))
+            x = x + self.drop(self.ffn(self.norm3(x)))
+        else:
+            x = self.norm1(x + self.drop(a))
+            x = self.norm2(x + self.drop(self.cross_attn.attend(x, *cross_kv, mask)))
+            x = self.norm3(x + self.drop(self.ffn(x)))
+        return x, (k, v)
 
 
 class TransformerMT(nn.Module):
@@ -184,6 +196,7 @@ class TransformerMT(nn.Module):
         if d_model % heads:
             raise ValueError(f"d_model={d_model} is not a multiple of heads={heads}")
         self.d_model, self.heads, self.pad_id, self.vocab_size = d_model, heads, pad_id, vocab_size
+        self.max_positions = MAX_POSITIONS
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         nn.init.normal_(self.embed.weight, std=d_model ** -0.5)  # so embed x sqrt(d) has unit scale
         with torch.no_grad():
@@ -224,10 +237,7 @@ class TransformerMT(nn.Module):
         memory = self.encode_memory(src, mask)
         x = self._embed(tgt_in)
         for layer in self.decoder:
-            # causal self-attention: target padding sits after the real tokens, so no real
-            # position ever sees it and no target mask is needed
-            x = layer(x, layer.self_attn.keys_values(layer.self_input(x)), layer.cross_attn.keys_values(memory),
-                      mask, causal=True)
+            x, _ = layer(x, layer.cross_attn.keys_values(memory), mask)
         return self.logits(x)
 
     # ------------------------------------------------------------ greedy decoding
@@ -255,11 +265,8 @@ class TransformerMT(nn.Module):
         x = self._embed(tokens, offset=t)
         new_cache: list[torch.Tensor] = []
         for i, layer in enumerate(self.decoder):
-            k, v = layer.self_attn.keys_values(layer.self_input(x))
-            k, v = torch.cat([cache[2 * i], k], dim=2), torch.cat([cache[2 * i + 1], v], dim=2)
-            new_cache += [k, v]
-            # one query that may see every cached position and itself: no causal mask
-            x = layer(x, (k, v), (cross[2 * i], cross[2 * i + 1]), mask, causal=False)
+            x, kv = layer(x, (cross[2 * i], cross[2 * i + 1]), mask, past=(cache[2 * i], cache[2 * i + 1]))
+            new_cache.extend(kv)
         return self.logits(x)[:, -1], new_cache
 
 

@@ -162,7 +162,8 @@ def test_data_records_split_bpe_and_malformed_lines(tmp_path):
     assert d["split"]["train_pairs"] + d["split"]["dev_pairs"] + d["split"]["test_pairs"] == 300
     assert not {s for s in data.train.sources} & {s for s in data.test.sources}
     assert d["bpe"]["trained_on"] == "training split, both sides" and not d["bpe"]["cache_hit"]
-    assert TranslationData(_cfg(tmp_path, tmp_path, test_size=20, dev_size=10), torch.device("cpu")).details["bpe"]["cache_hit"]
+    again = TranslationData(_cfg(tmp_path, tmp_path, test_size=20, dev_size=10), torch.device("cpu"))
+    assert again.details["bpe"]["cache_hit"]
     json.dumps(d)  # goes into result.json as is
 
 

@@ -57,7 +57,8 @@ from torch import nn
 from common.atomic import write_atomic
 from harness.errors import DataNotFoundError, UserError
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
-from harness.workloads.text import PAD, PAD_ID, UNK, UNK_ID, length_buckets, pad_2d, pad_to_multiple, sorted_batches
+from harness.workloads.text import (PAD, PAD_ID, UNK, UNK_ID, length_buckets, pad_2d, pad_to_multiple, sorted_batches,
+                                   unwrap)
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,44 @@ def hash_split(keys: Sequence[str], test_size: int, dev_size: int) -> tuple[list
     return sorted(train), sorted(dev), sorted(test)
 
 
+#: (train, dev, test, malformed lines by file or split)
+Splits = tuple[list[Pair], list[Pair], list[Pair], dict[str, Malformed]]
+
+
+def _read_tsv_splits(dcfg: Any, root: Path, details: dict[str, Any]) -> Splits:
+    """(train, dev, test, malformed lines by file) of a tab-separated file, split by :func:`hash_split`."""
+    path = root / str(dcfg.file)
+    pairs, keys, bad = read_tsv(path, int(dcfg.source_column), int(dcfg.target_column), key_column=0)
+    train_i, dev_i, test_i = hash_split(keys, int(dcfg.test_size), int(dcfg.dev_size))
+    details.update(file=path.name, pairs_read=len(pairs), split=dict(
+        rule=("SHA-256 of the normalised first column (NFKC, case-folded, whitespace collapsed): distinct "
+              "sentences in hash order, whole, to test until >= test_size pairs, then to dev until "
+              ">= dev_size, the rest to train; every translation of a sentence shares its split"),
+        test_size=int(dcfg.test_size), dev_size=int(dcfg.dev_size),
+        train_pairs=len(train_i), dev_pairs=len(dev_i), test_pairs=len(test_i),
+        test_sentences=len({split_key(keys[i]) for i in test_i}),
+        dev_sentences=len({split_key(keys[i]) for i in dev_i})))
+    return ([pairs[i] for i in train_i], [pairs[i] for i in dev_i], [pairs[i] for i in test_i],
+            {path.name: bad})
+
+
+def _read_plain_splits(dcfg: Any, root: Path, details: dict[str, Any]) -> Splits:
+    """(train, dev, test, malformed lines by split) of WMT-style ``<split>.<lang>`` files."""
+    def read(split: str, limit: Optional[int] = None) -> list[Pair]:
+        source, target = (root / f"{split}.{lang}" for lang in (dcfg.source_lang, dcfg.target_lang))
+        pairs, malformed[split] = read_parallel(source, target, limit=limit)
+        return pairs
+
+    malformed: dict[str, Malformed] = {}
+    train = read(str(dcfg.train_split), limit=dcfg.train_subset)
+    test = read(str(dcfg.test_split))
+    dev = read(str(dcfg.dev_split)) if dcfg.dev_split else []
+    details.update(split=dict(rule="the named files", train=str(dcfg.train_split), dev=dcfg.dev_split,
+                              test=str(dcfg.test_split), train_pairs=len(train), dev_pairs=len(dev),
+                              test_pairs=len(test)))
+    return train, dev, test, malformed
+
+
 # ---------------------------------------------------------------- sub-words
 def bpe_cache_key(texts: Iterable[str], vocab_size: int, min_frequency: int) -> str:
     """SHA-256 of the tokenizer's training text and settings (and the library's version)."""
@@ -354,43 +393,10 @@ class TranslationData:
         if not root.is_dir():
             raise DataNotFoundError(f"data.root={dcfg.root}: no such folder (it should hold the parallel text)")
         self.source = str(root)
-        fmt = TextFormat(dcfg.format)
-        details: dict[str, Any] = {"format": fmt.value, "source_lang": str(dcfg.source_lang),
+        details: dict[str, Any] = {"format": TextFormat(dcfg.format).value, "source_lang": str(dcfg.source_lang),
                                    "target_lang": str(dcfg.target_lang)}
-        malformed: dict[str, Any] = {}
-        if fmt is TextFormat.tsv:
-            path = root / str(dcfg.file)
-            pairs, keys, bad = read_tsv(path, int(dcfg.source_column), int(dcfg.target_column), key_column=0)
-            malformed[path.name] = bad
-            train_i, dev_i, test_i = hash_split(keys, int(dcfg.test_size), int(dcfg.dev_size))
-            train = [pairs[i] for i in train_i]
-            dev = [pairs[i] for i in dev_i]
-            test = [pairs[i] for i in test_i]
-            details.update(file=path.name, pairs_read=len(pairs), split=dict(
-                rule=("SHA-256 of the normalised first column (NFKC, case-folded, whitespace collapsed): distinct "
-                      "sentences in hash order, whole, to test until >= test_size pairs, then to dev until "
-                      ">= dev_size, the rest to train; every translation of a sentence shares its split"),
-                test_size=int(dcfg.test_size), dev_size=int(dcfg.dev_size),
-                train_pairs=len(train), dev_pairs=len(dev), test_pairs=len(test),
-                test_sentences=len({split_key(keys[i]) for i in test_i}),
-                dev_sentences=len({split_key(keys[i]) for i in dev_i})))
-        else:
-            src, tgt = str(dcfg.source_lang), str(dcfg.target_lang)
-
-            def files(split: str) -> tuple[Path, Path]:
-                return root / f"{split}.{src}", root / f"{split}.{tgt}"
-
-            train, bad = read_parallel(*files(dcfg.train_split), limit=dcfg.train_subset)
-            malformed[str(dcfg.train_split)] = bad
-            test, bad = read_parallel(*files(dcfg.test_split))
-            malformed[str(dcfg.test_split)] = bad
-            dev = []
-            if dcfg.dev_split:
-                dev, bad = read_parallel(*files(dcfg.dev_split))
-                malformed[str(dcfg.dev_split)] = bad
-            details.update(split=dict(rule="the named files", train=str(dcfg.train_split),
-                                      dev=dcfg.dev_split, test=str(dcfg.test_split),
-                                      train_pairs=len(train), dev_pairs=len(dev), test_pairs=len(test)))
+        read = _read_tsv_splits if TextFormat(dcfg.format) is TextFormat.tsv else _read_plain_splits
+        train, dev, test, malformed = read(dcfg, root, details)
         left_out = sum(b.total for b in malformed.values())
         details["malformed_lines"] = {"total": left_out, **{k: b.details() for k, b in malformed.items() if b.total}}
         if left_out:
@@ -410,17 +416,19 @@ class TranslationData:
         self.tokenizer, cache_file, hit = cached_bpe([t for pair in train for t in pair], int(wcfg.vocab_size),
                                                      int(wcfg.bpe_min_frequency), cache_dir)
         self.vocab_size = self.tokenizer.get_vocab_size()
-        details["bpe"] = dict(library="tokenizers", vocab_size=self.vocab_size, requested_vocab_size=int(wcfg.vocab_size),
+        details["bpe"] = dict(library="tokenizers", vocab_size=self.vocab_size,
+                              requested_vocab_size=int(wcfg.vocab_size),
                               min_frequency=int(wcfg.bpe_min_frequency), trained_on="training split, both sides",
                               cache_file=None if cache_file is None else str(cache_file), cache_hit=hit,
                               seconds=round(time.perf_counter() - started, 3))
         self.train = MtSplit(train, self.tokenizer)
         longest = int(wcfg.max_train_tokens)
         kept = [i for i in range(len(self.train))
-                if len(self.train.src_ids[i]) <= longest and len(self.train.tgt_ids[i]) + 1 <= longest]
+                if len(self.train.src_ids[i]) <= longest and len(self.train.tgt_ids[i]) <= longest]
         details["train_pairs_too_long"] = {"max_tokens": longest, "left_out": len(self.train) - len(kept)}
         self.train.keep(kept)
         self.train_tgt_lengths = [len(x) for x in self.train.tgt_ids]
+        self.max_target = max(self.train_tgt_lengths, default=0)
         self.test = MtSplit(test, self.tokenizer)
         self.dev = MtSplit(dev, self.tokenizer) if dev else None
         self.num_train = len(self.train)
@@ -467,11 +475,18 @@ class TranslationData:
                        sum(split.src_lengths[i] for i in index), sum(map(len, targets)))
 
     def train_batches(self, batch_size: int, rng: torch.Generator) -> Iterator[MtBatch]:
-        """One epoch of ``batch_size``-pair batches of similar length (source + target), in an order
-        drawn from ``rng``; the ragged remainder is dropped."""
+        """One epoch of ``batch_size``-pair batches of similar lengths, in an order drawn from ``rng``;
+        the ragged remainder is dropped.
+
+        Pairs are sorted by source length, then target length (within chunks of
+        ``bucket_chunk_batches`` batches), so a batch's sources and targets are both nearly of one
+        length: on Tatoeba, 8% of the positions are padding at ``pad_multiple=2`` and chunks of
+        1,000 batches, against 26% when sorting by the summed length and 44% at ``pad_multiple=8``.
+        """
         if batch_size > self.num_train:
             raise UserError(f"trainer.batch_size={batch_size} is larger than the {self.num_train} training pairs")
-        lengths = [s + t for s, t in zip(self.train.src_lengths, self.train_tgt_lengths)]
+        # one integer per pair that orders by (source length, target length)
+        lengths = [s * (self.max_target + 1) + t for s, t in zip(self.train.src_lengths, self.train_tgt_lengths)]
         for index in length_buckets(lengths, batch_size, rng, self.chunk_batches, drop_last=True):
             yield self.make_batch(self.train, index)
 
@@ -564,16 +579,6 @@ class DecodeFlops:
             m0, m1 = (self.count_step(model, src, t) for t in (0, 1))
             self.step_cache[key] = (m0, m1 - m0)
         return self.step_cache[key]
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    """The translation model through wrappers (DistributedDataParallel's ``module``, torch.compile's ``_orig_mod``)."""
-    while not hasattr(model, "decode_step"):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            raise AttributeError(f"{type(model).__name__} has no encode/decode_step: not a translation model")
-        model = inner
-    return model
 
 
 @torch.no_grad()
@@ -669,16 +674,16 @@ class Translation(Workload):
                                 label_smoothing=float(self.cfg.workload.label_smoothing), reduction="sum")
         return total, batch.num_tgt_tokens
 
-    def max_lengths(self, lengths: Sequence[int], cap: int) -> list[int]:
+    def max_lengths(self, lengths: Sequence[int], cap: float) -> list[int]:
+        """Most output tokens per source of ``lengths`` tokens: a x length + b (fairseq's max_len_a/b), capped."""
         a, b = float(self.cfg.workload.decode_len_a), int(self.cfg.workload.decode_len_b)
-        return [min(cap, math.ceil(a * n + b)) for n in lengths]
+        return [int(min(cap, math.ceil(a * n + b))) for n in lengths]
 
     def translate(self, model: nn.Module, data: TranslationData, split: MtSplit) -> tuple[list[str], float]:
         """Greedy translations of ``split`` (in its order), and the forward multiply-adds decoding ran."""
-        inner = _inner(model)
-        from models.transformer_mt import MAX_POSITIONS
-
-        cap = getattr(inner, "max_positions", MAX_POSITIONS) - 1
+        inner = unwrap(model, "decode_step", "a translation model")
+        cap = getattr(inner, "max_positions", None)
+        cap = math.inf if cap is None else cap - 1  # <s> takes the first position
         out: list[str] = [""] * len(split)
         macs = 0.0
         for index in sorted_batches(split.src_lengths, int(self.cfg.trainer.eval_batch_size)):
