@@ -34,7 +34,7 @@ from typing import Any, Optional
 CONF_ROOT = Path(__file__).resolve().parents[1] / "conf"
 
 #: Each command's root config name in its folder ``conf/<command>/``.
-CONFIG_NAMES = {"harness": "config", "kernels": "kernels", "analysis": "analysis"}
+CONFIG_NAMES = {"harness": "config", "kernels": "kernels", "analysis": "analysis", "audit": "audit"}
 
 
 def conf_dir(command: str) -> Path:
