@@ -233,3 +233,10 @@ def test_measured_mode_reports_out_of_memory(tmp_path, monkeypatch):
     path = _csv(tmp_path, "big,,torchvision:alexnet,,,,,,,,,,,,,")
     out = run(_cfg(tmp_path, path, measure=True, device="cpu", codecarbon=False))
     assert out.rows[0]["measured_status"].startswith("does not fit in memory")
+
+
+def test_claims_is_required(tmp_path):
+    with pytest.raises(UserError, match="claims= is required"):
+        cfg = _cfg(tmp_path, "x")
+        cfg.claims = None
+        run(cfg)

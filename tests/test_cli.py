@@ -234,7 +234,8 @@ def test_tilde_path_says_to_use_home(tmp_path, value, typed, meant):
     assert OverridesParser.create().parse_override(echoed).value() == meant.format(home=home)
 
 
-@pytest.mark.parametrize("command, own", [("kernels", "python -m kernels"), ("analysis", "python -m analysis")])
+@pytest.mark.parametrize("command, own", [("kernels", "python -m kernels"), ("analysis", "python -m analysis"),
+                                          ("harness.audit", "python -m harness.audit")])
 def test_help_lists_only_the_commands_own_config(tmp_path, command, own):
     proc = subprocess.run([sys.executable, "-m", command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -253,11 +254,12 @@ def test_each_command_has_its_own_config_folder():
     from common.hydra_cli import CONF_DIR, CONF_ROOT, conf_dir
 
     assert CONF_ROOT == REPO / "conf" and CONF_DIR == conf_dir("harness")
-    assert {p.name for p in CONF_ROOT.iterdir() if p.is_dir() and p.name != "__pycache__"} == {"harness", "kernels", "analysis"}
+    assert {p.name for p in CONF_ROOT.iterdir() if p.is_dir() and p.name != "__pycache__"} == {"harness", "kernels", "analysis", "audit"}
     assert (conf_dir("harness") / "config.yaml").is_file()
     assert (conf_dir("kernels") / "kernels.yaml").is_file() and (conf_dir("analysis") / "analysis.yaml").is_file()
-    with pytest.raises(ValueError, match="harness, kernels, analysis"):
-        conf_dir("audit")
+    assert (conf_dir("audit") / "audit.yaml").is_file()
+    with pytest.raises(ValueError, match="harness, kernels, analysis, audit"):
+        conf_dir("report")
 
 
 def test_cifar10_default_folder_is_git_ignored():

@@ -16,7 +16,7 @@ class OnError(str, Enum):
 @dataclass
 class AuditConfig:
     # A claims CSV, or a built-in set: thompson, epoch (read from literature_root).
-    claims: str = "???"
+    claims: Optional[str] = None
     out_dir: str = "results/audit"
     # Folder holding thompson2022/ and epoch/ (Epoch's chip table serves every audit).
     literature_root: Optional[str] = "${oc.env:COMPUTELIMITS_SHARED_DATA,../shared/data}/literature"

@@ -60,6 +60,8 @@ def run(cfg: Any) -> AuditOutput:
     from harness.audit import report
 
     started = time.perf_counter()
+    if cfg.claims is None:
+        raise UserError("claims= is required: a claims CSV (columns claim_id, model, ...), thompson or epoch")
     if str(cfg.on_error) not in ("raise", "skip"):
         raise UserError(f"on_error={cfg.on_error!r}; valid: raise, skip")
     out_dir = Path(cfg.out_dir)
