@@ -221,6 +221,7 @@ def test_measured_mode_projects_the_claim(tmp_path):
     assert row["measured_flops_per_s"] == pytest.approx(3 * fwd * 4 * 2 / (row["measured_step_time_s"] * 2))
     assert row["projected_train_time_s"] == pytest.approx(row["counted_train_flops"] / row["measured_flops_per_s"])
     assert row["projected_energy_j"] is None  # codecarbon off: no power, so no energy, never 0
+    assert row["measured_contended"] in (True, False) and 0 <= row["measured_other_cpu_share"] <= 1
 
 
 def test_measured_mode_reports_out_of_memory(tmp_path, monkeypatch):

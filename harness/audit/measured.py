@@ -20,13 +20,15 @@ import torch
 
 from harness.audit.claims import Claim
 from harness.audit.counting import build
+from harness.measure.host import HostMeter
+from harness.measure.meter import Meters
 
 log = logging.getLogger(__name__)
 
 MEASURED_COLUMNS = ("measured_status", "measured_device", "measured_batch_size", "measured_steps",
                     "measured_step_time_s", "measured_flops_per_s", "measured_peak_flops_per_s", "measured_mfu",
                     "measured_power_w", "projected_train_time_s", "projected_energy_j", "projected_co2_kg",
-                    "claimed_hardware_flops_per_s")
+                    "claimed_hardware_flops_per_s", "measured_contended", "measured_other_cpu_share")
 
 
 def _out_of_memory(e: BaseException) -> bool:
@@ -39,14 +41,12 @@ class Measurer:
                  country_iso_code: str, use_codecarbon: bool, profiles_dir: str):
         from harness.device import device_info
         from harness.measure.energy import EnergyMeter
-        from harness.measure.meter import Meters
         from harness.measure.peaks import find_peaks
 
         self.device, self.steps, self.warmup_steps, self.batch_size = device, steps, warmup_steps, batch_size
         self.device_name = device_info(device)["device_name"]
         self.energy = EnergyMeter(device=device, output_dir=out_dir, country_iso_code=country_iso_code,
                                   use_codecarbon=use_codecarbon)
-        self.meters = Meters(device, energy=self.energy)
         peaks = find_peaks(self.device_name, "fp32", profiles_dir, num_threads=torch.get_num_threads(),
                            device_type=device.type, max_profile_age_h=24.0)
         self.peak = peaks.peak_flops_per_s_run_dtype
@@ -79,16 +79,17 @@ class Measurer:
 
             for _ in range(self.warmup_steps):
                 step()
-            before = self.meters.energy_total_j()
-            self.meters.begin("train")
-            try:
+            # one train window per model; the energy meter is shared (codecarbon starts once)
+            meters = Meters(self.device, energy=self.energy, host=HostMeter())
+            before = meters.energy_total_j()
+            with meters.window("train"):
                 for _ in range(self.steps):
                     step()
-            finally:
-                self.meters.end()
-            seconds = self.meters.time.seconds["train"]
-            self.meters.time.seconds["train"] = 0.0  # one window per model
-            after = self.meters.energy_total_j()
+            seconds = meters.time.seconds["train"]
+            after = meters.energy_total_j()
+            conditions = meters.host.finish()
+            out.update(measured_contended=conditions.get("contended"),
+                       measured_other_cpu_share=conditions.get("host_other_cpu_share"))
         except Exception as e:  # noqa: BLE001 - one model's failure must not stop the audit
             if not _out_of_memory(e):
                 out["measured_status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]

@@ -142,8 +142,8 @@ def write_html(rows: list[dict[str, Any]], skipped: list[Any], figs: list[Path],
     cols = ["claim_id", "model", "fwd_flops_ratio", "fwd_verdict", "train_flops_ratio", "train_verdict", "hardware",
             "implied_utilisation", "utilisation_verdict", "notes"]
     if measured:
-        cols[-1:-1] = ["measured_status", "measured_flops_per_s", "measured_mfu", "projected_train_time_s",
-                       "projected_energy_j", "projected_co2_kg"]
+        cols[-1:-1] = ["measured_status", "measured_flops_per_s", "measured_mfu", "measured_contended",
+                       "projected_train_time_s", "projected_energy_j", "projected_co2_kg"]
     for heading, sel in (("Flagged claims", bad), ("All claims" if len(rows) <= 200 else "First 200 claims", rows[:200])):
         parts.append(f"<h2>{heading} ({len(sel)})</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>")
         for r in sel:
