@@ -143,12 +143,12 @@ class Counter:
         built = build(claim)
         params = sum(p.numel() for p in built.module.parameters())
         try:
-            fv = count_forward_macs(built.module, built.inputs, num_samples=1)
+            fv = count_forward_macs(built.module, built.inputs, num_samples=1, copy_model=False)
         except Exception as e:  # fvcore's tracer fails on some models: say so, do not crash the audit
             raise BuildError(f"claim {claim.claim_id!r} (line {claim.line}): fvcore could not trace {claim.model}: "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         try:
-            fcm: Optional[float] = count_forward_flops_torch(built.module, built.inputs)
+            fcm: Optional[float] = count_forward_flops_torch(built.module, built.inputs, copy_model=False)
         except Exception:  # FlopCounterMode is the cross-check only
             fcm = None
         return Count(params=int(params), fwd_flops=fv.flops_per_sample, fwd_flops_fcm=fcm,

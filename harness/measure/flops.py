@@ -81,10 +81,11 @@ def _decomposed_kernels(model: nn.Module) -> Iterator[None]:
         torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled = saved[1:]
 
 
-def count_forward_macs(model: nn.Module, inputs: tuple, num_samples: int) -> ForwardCount:
+def count_forward_macs(model: nn.Module, inputs: tuple, num_samples: int, copy_model: bool = True) -> ForwardCount:
     """fvcore multiply-adds of one forward pass in eval mode, per sample.
 
-    Counted on a deep copy so the model's state (BatchNorm statistics, mode) is untouched, with
+    Counted on a deep copy (unless ``copy_model`` is false: a model built only to be counted) so
+    the model's state (BatchNorm statistics, mode) is untouched, with
     our handles for the ops fvcore lacks (:data:`harness.measure.flop_handles.FVCORE_HANDLES`).
     Ops nobody has a handle for are returned with their call counts rather than silently dropped.
     """
@@ -93,7 +94,7 @@ def count_forward_macs(model: nn.Module, inputs: tuple, num_samples: int) -> For
         from fvcore.nn import FlopCountAnalysis
     from harness.measure.flop_handles import FVCORE_HANDLES
 
-    probe = copy.deepcopy(model).eval()
+    probe = (copy.deepcopy(model) if copy_model else model).eval()
     with torch.no_grad(), _decomposed_kernels(probe):
         analysis = FlopCountAnalysis(probe, inputs).set_op_handle(**FVCORE_HANDLES)
         analysis.unsupported_ops_warnings(False)
@@ -119,12 +120,13 @@ def _flop_counter_mode():
     return FlopCounterMode(display=False, custom_mapping=custom)
 
 
-def count_forward_flops_torch(model: nn.Module, inputs: tuple) -> float:
+def count_forward_flops_torch(model: nn.Module, inputs: tuple, copy_model: bool = True) -> float:
     """FLOPs (2 per multiply-add) of ONE forward pass, counted by ``FlopCounterMode``.
 
-    Eval mode, no_grad, on a deep copy, like :func:`count_forward_macs`; not per sample.
+    Eval mode, no_grad, on a deep copy (unless ``copy_model`` is false), like
+    :func:`count_forward_macs`; not per sample.
     """
-    probe = copy.deepcopy(model).eval()
+    probe = (copy.deepcopy(model) if copy_model else model).eval()
     counter = _flop_counter_mode()
     with torch.no_grad(), _decomposed_kernels(probe), counter:
         probe(*inputs)
