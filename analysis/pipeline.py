@@ -23,6 +23,7 @@ from analysis.config import validate
 from analysis.constants import BENCHMARK_DATASET, BENCHMARK_SPECS, BENCHMARKS, COMPUTE_MEASURES
 from analysis.errors import AnalysisError
 from analysis.extrapolate import EnergyPerFlop, energy_per_flop, extrapolate
+from analysis.figure_cache import FigureCache
 from analysis.figures import (
     Figure, benchmark_figure, epoch_figure, k_summary_figure, measured_group_figure,
     within_family_figure,
@@ -180,23 +181,24 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
     # 5. Figures (in memory). A proxy dataset never goes on the literature's axes: each measured
     # group gets its own figure, and only the benchmark's own dataset joins the literature's.
     formats, dpi = list(cfg.figures.formats), cfg.figures.dpi
+    cache = FigureCache(Path(cfg.cache_dir) / "figures")
     figures: list[Figure] = []
     for bench in BENCHMARKS:
         lit_b = literature[literature["benchmark"] == bench]
         own = [g for g in groups if g.benchmark == bench and not g.proxy]
         proxies = [g for g in groups if g.benchmark == bench and g.proxy]
-        f = benchmark_figure(bench, lit_b, own, proxies, fits, q, fit_cfg.ci_level, formats, dpi)
+        f = cache.render(benchmark_figure, bench, lit_b, own, proxies, fits, q, fit_cfg.ci_level, formats, dpi)
         if f is not None:
             figures.append(f)
     for g in groups:
-        f = measured_group_figure(g, fits, fit_cfg.ci_level, formats, dpi)
+        f = cache.render(measured_group_figure, g, fits, fit_cfg.ci_level, formats, dpi)
         if f is not None:
             figures.append(f)
-    ks = k_summary_figure(fits, formats, dpi)
+    ks = cache.render(k_summary_figure, fits, formats, dpi)
     if ks is not None:
         figures.append(ks)
     if epoch is not None:
-        ef = epoch_figure(epoch, literature, runs, formats, dpi)
+        ef = cache.render(epoch_figure, epoch, literature, runs, formats, dpi)
         if ef is not None:
             figures.append(ef)
 
@@ -211,11 +213,12 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
             f = fit_one(pts, family, "within_family", "forward_pass", "polynomial", q, min_pts,
                         fit_cfg.bootstrap_resamples, fit_cfg.ci_level, rng)
             within_fits.append(f)
-        wf = within_family_figure(within, within_fits, formats, dpi)
+        wf = cache.render(within_family_figure, within, within_fits, formats, dpi)
         if wf is not None:
             figures.insert(1 if figures else 0, wf)
 
     summary = summary_lines(fits, within_fits)
+    log.info("figures: %d drawn, %d from the cache (%s)", cache.misses, cache.hits, cache.folder)
     if scan.note:
         summary.append(f"note: {scan.note}")
     elif scan.num_files:

@@ -1,0 +1,68 @@
+"""The analysis's figure cache: a hit returns the same bytes without drawing; any change of input is a miss."""
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+
+from analysis.figure_cache import FigureCache
+from analysis.figures import Figure
+
+CALLS: list[tuple] = []
+
+
+def draw(name: str, table: pd.DataFrame, scale: float):
+    CALLS.append((name, scale))
+    if name == "empty":
+        return None
+    return Figure(name, f"title {name}", {"png": f"{name}:{table['x'].sum() * scale}".encode(), "svg": b"<svg/>"})
+
+
+def test_hit_returns_the_same_figure_without_drawing(tmp_path):
+    CALLS.clear()
+    table = pd.DataFrame({"x": [1.0, 2.0]})
+    first = FigureCache(tmp_path).render(draw, "a", table, 2.0)
+    again = FigureCache(tmp_path).render(draw, "a", table.copy(), 2.0)  # a new process: a new cache object
+    assert CALLS == [("a", 2.0)]
+    assert (again.name, again.title, again.data) == (first.name, first.title, first.data) == \
+        ("a", "title a", {"png": b"a:6.0", "svg": b"<svg/>"})
+
+
+def test_any_change_of_input_is_a_miss(tmp_path):
+    CALLS.clear()
+    cache = FigureCache(tmp_path)
+    cache.render(draw, "a", pd.DataFrame({"x": [1.0, 2.0]}), 2.0)
+    changed = cache.render(draw, "a", pd.DataFrame({"x": [1.0, 2.5]}), 2.0)
+    cache.render(draw, "a", pd.DataFrame({"x": [1.0, 2.0]}), 3.0)
+    assert len(CALLS) == 3 and changed.data["png"] == b"a:7.0"
+    assert (cache.hits, cache.misses) == (0, 3)
+
+
+def test_none_is_cached_and_unpicklable_or_damaged_entries_are_drawn(tmp_path):
+    CALLS.clear()
+    cache = FigureCache(tmp_path)
+    assert cache.render(draw, "empty", pd.DataFrame({"x": [1.0]}), 1.0) is None
+    assert cache.render(draw, "empty", pd.DataFrame({"x": [1.0]}), 1.0) is None
+    assert len(CALLS) == 1
+    lock = threading.Lock()  # cannot be pickled: never cached, always drawn
+
+    def draw_with_lock(name, _lock):
+        CALLS.append((name, 0))
+        return Figure(name, name, {"png": b"x"})
+
+    cache.render(draw_with_lock, "l", lock)
+    cache.render(draw_with_lock, "l", lock)
+    assert len(CALLS) == 3
+    cache.render(draw, "b", pd.DataFrame({"x": [1.0]}), 1.0)
+    for png in tmp_path.glob("*.png"):
+        png.unlink()  # a damaged entry
+    assert cache.render(draw, "b", pd.DataFrame({"x": [1.0]}), 1.0).data["png"] == b"b:1.0"
+    assert len(CALLS) == 5
+
+
+def test_no_folder_means_no_cache(tmp_path):
+    CALLS.clear()
+    cache = FigureCache(None)
+    cache.render(draw, "a", pd.DataFrame({"x": [1.0]}), 1.0)
+    cache.render(draw, "a", pd.DataFrame({"x": [1.0]}), 1.0)
+    assert len(CALLS) == 2
