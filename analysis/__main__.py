@@ -38,6 +38,9 @@ def main(cfg: DictConfig) -> None:
         print("\n".join(out.summary))
     print(f"wrote {len(out.files)} files to {cfg.out_dir} in {out.seconds:.1f} s "
           f"(report: {cfg.out_dir}/report.html)")
+    stages = ", ".join(f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in out.stage_seconds.items())
+    print(f"time: {stages}; figures {out.figures_drawn} drawn, {out.figures_cached} from the cache "
+          f"({cfg.cache_dir}/figures)")
 
 
 if __name__ == "__main__":

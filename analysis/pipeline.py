@@ -57,6 +57,10 @@ class Outputs:
     measured: MeasuredSummary = field(default_factory=MeasuredSummary)
     energy: list[EnergyPerFlop] = field(default_factory=list)
     scan: RunScan | None = None  # what was found under results.root and what was left out
+    #: Where the time went: read, fits, figures, within_family, write (seconds).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    figures_drawn: int = 0
+    figures_cached: int = 0
     files: list[Path] = field(default_factory=list)
     seconds: float = math.nan
 
@@ -130,6 +134,7 @@ def run(cfg: Any) -> Outputs:
         families = {f: list(m) for f, m in wcfg.families.items() if not wcfg.only or f in wcfg.only}
         counts = WithinFamilyCounts(families, wcfg.weights, cfg.cache_dir)
         counts.start()  # a cold cache is counted in a worker while the rest runs
+    read_s = time.perf_counter() - t0
     try:
         out = _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes,
                        scan)
@@ -138,13 +143,17 @@ def run(cfg: Any) -> Outputs:
             counts.cancel()
         raise
     out.scan = scan
+    t_write = time.perf_counter()
     out.files = _write(cfg, out, sources, runs, notes)
+    out.stage_seconds = {"read": read_s, **out.stage_seconds, "write": time.perf_counter() - t_write}
     out.seconds = time.perf_counter() - t0
     return out
 
 
 def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, counts, notes,
              scan: RunScan) -> Outputs:
+    stage: dict[str, float] = {}
+    t_stage = time.perf_counter()
     fit_cfg = cfg.fit
     q, min_pts = fit_cfg.quantile, fit_cfg.min_points
     common = dict(q=q, min_points=min_pts, resamples=fit_cfg.bootstrap_resamples,
@@ -180,6 +189,8 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
 
     # 5. Figures (in memory). A proxy dataset never goes on the literature's axes: each measured
     # group gets its own figure, and only the benchmark's own dataset joins the literature's.
+    stage["fits"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     formats, dpi = list(cfg.figures.formats), cfg.figures.dpi
     cache = FigureCache(Path(cfg.cache_dir) / "figures")
     figures: list[Figure] = []
@@ -202,6 +213,8 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
         if ef is not None:
             figures.append(ef)
 
+    stage["figures"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     # 6. Within-family scaling (the counts were running meanwhile).
     within = pd.DataFrame()
     within_fits: list[Fit] = []
@@ -217,8 +230,8 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
         if wf is not None:
             figures.insert(1 if figures else 0, wf)
 
+    stage["within_family"] = time.perf_counter() - t_stage
     summary = summary_lines(fits, within_fits)
-    log.info("figures: %d drawn, %d from the cache (%s)", cache.misses, cache.hits, cache.folder)
     if scan.note:
         summary.append(f"note: {scan.note}")
     elif scan.num_files:
@@ -227,7 +240,7 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
     return Outputs(fits=fits, fits_df=fits_df, extrapolations=extrap, within=within,
                    within_fits=within_fits, literature=literature, runs=runs_all, figures=figures,
                    summary=summary, groups=groups, points=points_table(groups), measured=msum,
-                   energy=energy)
+                   energy=energy, stage_seconds=stage, figures_drawn=cache.misses, figures_cached=cache.hits)
 
 
 def _write(cfg, out: Outputs, sources, runs, notes) -> list[Path]:
