@@ -241,3 +241,14 @@ def test_claims_is_required(tmp_path):
         cfg = _cfg(tmp_path, "x")
         cfg.claims = None
         run(cfg)
+
+
+def test_epoch_chip_table_eras(shared_data):
+    from harness.audit.hardware import EpochChips
+
+    epoch = EpochChips(shared_data / "literature" / "epoch" / "epoch_chip_dataset.csv")
+    tpu = chip_peak("Google TPU v2", None, epoch, prefer_epoch=True)
+    assert (tpu.precision, tpu.flops_per_s) == ("bf16", 45e12)  # per chip; its 3 TFLOP/s FP32 figure is not the MXU
+    assert epoch.peak("NVIDIA Tesla V100 SXM2 16 GB", "bf16") is None  # Volta's tensor cores are FP16 only
+    assert epoch.peak("NVIDIA Tesla V100 SXM2 16 GB", "fp16").flops_per_s == 125e12
+    assert chip_peak("Quadro GP100", None, epoch).source.startswith("Epoch AI chip dataset")  # not in peaks.py

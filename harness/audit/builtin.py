@@ -162,8 +162,14 @@ def epoch_claims(root: Path) -> list[Claim]:
                 note = "; ".join(filter(None, (note, f"a fine-tune of {base}: the training compute may include the base "
                                                      "model's while the hours are the fine-tuning's")))
             year = re.match(r"(\d{4})", (row.get("Publication date") or "").strip())
+            method = (row.get("Training compute estimation method") or "").strip() or None
             extra = {"year": float(year.group(1)) if year else None,
-                     "domain": (row.get("Domain") or "").split(",")[0].strip() or None}
+                     "domain": (row.get("Domain") or "").split(",")[0].strip() or None,
+                     "compute_estimation_method": method}
+            if method and [m.strip() for m in method.split(",")] == ["Hardware"]:
+                note = "; ".join(filter(None, (note, "Epoch estimated this compute from hardware x time alone: the "
+                                                     "utilisation check is circular (it returns Epoch's assumed "
+                                                     "utilisation)")))
             if len(hardware) > 1:
                 extra["epoch_note"] = f"several chips listed ({', '.join(hardware)}): the first is used"
             if note:

@@ -123,7 +123,11 @@ class EpochChips:
         """BF16 units: GPUs from 2020 on (Ampere), and chips without an FP32 figure (TPUs)."""
         released = _release_date(row.get("Release date"))
         no_fp32 = not (row.get(EPOCH_COLUMNS["fp32"][0]) or "").strip()
-        return no_fp32 or (released is not None and released >= TENSOR_ERA_START)
+        return no_fp32 or EpochChips._is_tpu(row) or (released is not None and released >= TENSOR_ERA_START)
+
+    @staticmethod
+    def _is_tpu(row: dict) -> bool:
+        return (row.get("Type") or "").strip().upper() == "TPU"
 
     def find(self, name: str) -> list[dict]:
         exact = self.by_name.get(name.strip().lower())
@@ -143,7 +147,8 @@ class EpochChips:
             released = _release_date(row0.get("Release date"))
             tensor_era = (released is not None and released >= TENSOR_ERA_START
                           and self._value(row0, "bf16") is not None)
-            precision, rule = _era_precision(tensor_era, self._value(row0, "fp32") is not None)
+            # a TPU multiplies in bf16 whatever FP32 figure the table gives (TPU v2: 3 TFLOP/s)
+            precision, rule = _era_precision(tensor_era, self._value(row0, "fp32") is not None and not self._is_tpu(row0))
         else:
             rule = "claimed"
         valued = [(self._value(r, precision), r) for r in rows]

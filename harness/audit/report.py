@@ -138,6 +138,20 @@ def write_html(rows: list[dict[str, Any]], skipped: list[Any], figs: list[Path],
              f"{v.LOW_UTILISATION:.0%}.</p>"]
     for fig in figs:
         parts.append(f"<p><img src='figures/{esc(fig.name)}' style='max-width:48%'></p>")
+    by_chip: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("implied_utilisation") is not None:
+            by_chip.setdefault(str(r.get("hardware_matched")), []).append(r)
+    if by_chip:
+        parts.append("<h2>Implied utilisation by chip</h2><table><tr><th>chip (peak table entry)</th><th>claims</th>"
+                     "<th>median utilisation</th><th>impossible</th><th>implausibly_low</th></tr>")
+        for chip, sel in sorted(by_chip.items(), key=lambda kv: -len(kv[1])):
+            utils = sorted(r["implied_utilisation"] for r in sel)
+            median = utils[len(utils) // 2] if len(utils) % 2 else (utils[len(utils) // 2 - 1] + utils[len(utils) // 2]) / 2
+            verdicts = Counter(r["utilisation_verdict"] for r in sel)
+            parts.append(f"<tr><td>{esc(chip)}</td><td>{len(sel)}</td><td>{median:.1%}</td>"
+                         f"<td>{verdicts['impossible']}</td><td>{verdicts['implausibly_low']}</td></tr>")
+        parts.append("</table>")
     bad = [r for r in rows if flagged(r)]
     cols = ["claim_id", "model", "fwd_flops_ratio", "fwd_verdict", "train_flops_ratio", "train_verdict", "hardware",
             "implied_utilisation", "utilisation_verdict", "notes"]
