@@ -77,6 +77,7 @@ def workload_data_roots(fashion_mnist_root, shared_data) -> dict[str, Path]:
     """``data.root`` of each built-in workload's default dataset, for its tiny preset."""
     return {"image_classification": fashion_mnist_root, "ner": shared_data / "conll2003",
             "translation": shared_data / "tatoeba-eng-fra",
+            "detection": fashion_mnist_root,
             "qa": shared_data / "conll2003"}
 
 
