@@ -4,6 +4,7 @@ Examples:
     python -m harness                                  # resnet scale=0.25 on Fashion-MNIST
     python -m harness model.depth=50 scale=0.5 trainer.epochs=2
     python -m harness -m scale=0.125,0.25,0.5           # a sweep, one folder per job
+    python -m harness -m hydra/launcher=slurm_gpu scale=0.25,0.5,1.0   # one SLURM job per point
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import empty_result, write_result
 from harness.runner import run
-from harness.rundir import check_output_dir, finished_status, register_resolvers
+from harness.rundir import check_output_dir, finished_status, job_plan, move_aside, register_resolvers
 from harness.stop import exit_code
 from harness.summary import format_summary
 
@@ -43,13 +44,21 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
-    done = finished_status(run_dir)
-    if done is not None:  # never overwrite a finished run; a re-run sweep skips it
-        log.warning("skipped: %s already holds a finished run (status %s)", run_dir, done)
-        if not multirun:
+    if not multirun:
+        done = finished_status(run_dir)
+        if done is not None:  # never overwrite a finished run (force=true is for sweeps)
+            log.warning("skipped: %s already holds a finished run (status %s)", run_dir, done)
             print(f"error: {run_dir} already holds a finished run (status {done}); it is never overwritten", file=sys.stderr)
             sys.exit(2)
-        return
+    else:  # a re-run sweep skips the ok jobs and re-runs the others (harness/rundir.py)
+        plan, done = job_plan(run_dir, cfg.force)
+        if plan == "skip":
+            log.warning("skipped: %s already holds a finished run (status %s); force=true re-runs it", run_dir, done)
+            return
+        if plan == "rerun":
+            moved = move_aside(run_dir)
+            log.warning("re-running: %s held a finished run (status %s%s), moved to %s",
+                        run_dir, done, ", force=true" if done == "ok" else "", moved)
     try:
         result = run(cfg, run_dir, overrides)
     except UserError as exc:

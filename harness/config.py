@@ -95,6 +95,10 @@ class HarnessConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     run_name: Optional[str] = None  # free-form tag copied into result.json
+    # A re-run sweep (same overrides, same hydra.sweep.dir) skips the jobs whose result.json is ok;
+    # force=true re-runs them too (the old attempt moves to previous/<n>/, harness/rundir.py).
+    # Sweeps only: a single run never overwrites a finished run folder.
+    force: bool = False
 
 
 def register_configs() -> None:

@@ -5,9 +5,15 @@
   one, and one result was lost).
 - Before Hydra touches anything, :func:`check_output_dir` refuses a run whose folder already
   holds a ``result.json`` (a finished run: ok, failed, diverged, oom or interrupted) and a folder
-  that cannot be written, each with one line. In a sweep, a job whose folder already holds a
-  ``result.json`` is skipped (:func:`finished_status`), so re-running a sweep into the same
-  ``hydra.sweep.dir`` runs only what is missing.
+  that cannot be written, each with one line. A single run never overwrites a finished run,
+  ``force=true`` or not.
+- Re-running a sweep (same overrides, same ``hydra.sweep.dir``): :func:`job_plan` skips a job
+  whose ``result.json`` says ``ok`` and re-runs every other one (failed, diverged, oom,
+  interrupted, unreadable, missing); ``force=true`` re-runs the ``ok`` ones too. A re-run job
+  first moves the previous attempt aside (:func:`move_aside`): every file of the job folder
+  except Hydra's ``.hydra/`` and the appended ``harness.log`` goes to ``previous/<n>/``
+  (``n`` = 1, 2, ...), so the folder then holds the new attempt and nothing finished is ever
+  overwritten or lost. ``sweep.csv`` (:mod:`harness.sweep`) marks the skipped jobs.
 """
 from __future__ import annotations
 
@@ -26,9 +32,13 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def register_resolvers() -> None:
-    """``${run_uid:}`` for the run and sweep folder patterns in ``conf/harness/config.yaml``."""
+    """``${run_uid:}`` for the run and sweep folder patterns in ``conf/harness/config.yaml``.
+
+    Cached in the config like Hydra's ``${now:}``: a SLURM job (another process, another
+    ``RUN_UID``) gets the launcher's config with its cache, so it resolves the same sweep folder.
+    """
     if not OmegaConf.has_resolver("run_uid"):
-        OmegaConf.register_new_resolver("run_uid", lambda: RUN_UID)
+        OmegaConf.register_new_resolver("run_uid", lambda: RUN_UID, use_cache=True)
 
 
 def finished_status(run_dir: Path) -> Optional[str]:
@@ -44,6 +54,38 @@ def finished_status(run_dir: Path) -> Optional[str]:
         return str(json.loads(path.read_text()).get("status"))
     except (OSError, ValueError, AttributeError):
         return "unreadable"
+
+
+#: Files of a job folder that stay when an attempt is moved aside: Hydra's own, rewritten or appended.
+KEPT_ON_RERUN = (".hydra", "harness.log", "previous")
+
+
+def job_plan(run_dir: Path, force: bool) -> tuple[str, Optional[str]]:
+    """What a sweep job does with its folder: ``("run", None)`` (nothing finished there),
+    ``("skip", "ok")`` (already ok, not forced) or ``("rerun", status)`` (a finished attempt of
+    any other status, or an ok one under ``force``; move it aside first)."""
+    status = finished_status(run_dir)
+    if status is None:
+        return "run", None
+    if status == "ok" and not force:
+        return "skip", status
+    return "rerun", status
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move the previous attempt's files (all but :data:`KEPT_ON_RERUN`) into ``previous/<n>/``."""
+    run_dir = Path(run_dir)
+    previous = run_dir / "previous"
+    taken = [int(p.name) for p in previous.iterdir() if p.name.isdigit()] if previous.is_dir() else []
+    target = previous / str(max(taken, default=0) + 1)
+    target.mkdir(parents=True)
+    # result.json last: until it moves, the folder still counts as finished (an interrupted move
+    # is finished by the next re-run, into the next previous/<n>/; nothing is lost)
+    entries = sorted(run_dir.iterdir(), key=lambda p: (p.name == "result.json", p.name))
+    for entry in entries:
+        if entry.name not in KEPT_ON_RERUN:
+            entry.rename(target / entry.name)
+    return target
 
 
 def planned_dirs(config_dir: str, config_name: str, overrides: list[str]) -> tuple[Path, Path]:
