@@ -193,24 +193,48 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
 
 
 class SweepCsv(Callback):
-    """Writes ``<hydra.sweep.dir>/sweep.csv`` when a multirun ends; says how many jobs were skipped."""
+    """Writes ``<hydra.sweep.dir>/sweep.csv`` when a multirun ends; says how many jobs were skipped.
+
+    The table is also rewritten after every job (``on_job_end``, in the job's process: the
+    launcher hands this callback, with what it saw at the start, to every job, SLURM ones
+    included), so a sweep that stops early (Ctrl-C, a job killed, the launcher gone) still
+    leaves a ``sweep.csv`` up to its last finished job.
+    """
 
     def __init__(self, filename: str = SWEEP_CSV) -> None:
         self.filename = filename
+        self._sweep_dir: Optional[Path] = None
         self._before: dict[str, str] = {}
+        self._planned: Optional[list[list[str]]] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._planned = planned_jobs(config)
         self._before = {}
-        for job_dir in job_dirs(sweep_dir):
+        for job_dir in job_dirs(self._sweep_dir):
             identity = result_identity(job_dir)
             if identity is not None:
                 self._before[job_dir.name] = identity
 
+    def _write(self, sweep_dir: Path) -> list[dict[str, Any]]:
+        rows = sweep_rows(sweep_dir, self._before, self._planned)
+        write_sweep_csv(sweep_dir / self.filename, rows)
+        return rows
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self._sweep_dir is None:  # a single run: no sweep table
+            return
+        try:
+            self._write(self._sweep_dir)
+        except Exception as exc:  # noqa: BLE001  (the table is a convenience; the job's result stands)
+            log.warning("sweep.csv not updated after this job: %s", exc)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        rows = sweep_rows(sweep_dir, self._before, planned_jobs(config))
-        write_sweep_csv(sweep_dir / self.filename, rows)
+        if self._sweep_dir is None:
+            self.on_multirun_start(config)  # not seen starting (should not happen): no skipped marks
+            self._before = {}
+        rows = self._write(sweep_dir)
         # stderr, not the logging tree: after a basic-launcher sweep the root logger still writes
         # into the last job's harness.log, which must hold that job only
         print(f"{summary_line(rows)}; {sweep_dir / self.filename}", file=sys.stderr)

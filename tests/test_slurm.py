@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from conftest import _required
 from harness.rundir import job_plan, move_aside
-from harness.sweep import SWEEP_FIELDS, planned_jobs, result_identity, summary_line, sweep_rows, write_sweep_csv
+from harness.sweep import SWEEP_FIELDS, SweepCsv, planned_jobs, result_identity, summary_line, sweep_rows, write_sweep_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Seconds-long runs: the tiny preset cut to 2 steps, no warm-up, one evaluation of 100 samples, no codecarbon.
@@ -96,6 +96,25 @@ def test_planned_jobs_expand_like_hydras_basic_sweeper():
                                  ["preset=tiny", "seed=1", "scale=0.5"], ["preset=tiny", "seed=1", "scale=1.0"]]
     cfg.hydra.sweeper._target_ = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     assert planned_jobs(cfg) is None  # another sweeper: sweep.csv lists the job folders instead
+
+
+def test_sweep_csv_is_rewritten_after_each_job_so_a_cut_sweep_keeps_one(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0_seed=0", ["seed=0"], {"run_id": "old", "status": "ok"})  # from an earlier run of this sweep
+    cfg = OmegaConf.create({"hydra": {
+        "sweep": {"dir": str(sweep)},
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+        "overrides": {"task": ["seed=0,1,2"]}}})
+    callback = SweepCsv()
+    callback.on_job_end(cfg, job_return=None)  # a single run (no multirun start): no table
+    assert not (sweep / "sweep.csv").exists()
+    callback.on_multirun_start(cfg)
+    _job(sweep, "1_seed=1", ["seed=1"], {"run_id": "new", "status": "diverged", "failure_reason": "loss is nan"})
+    callback.on_job_end(cfg, job_return=None)  # then the sweep is cut: job 2 never runs
+    table = _read_csv(sweep / "sweep.csv")
+    assert [(r["job"], r["status"], r["skipped"]) for r in table] == [
+        ("0", "ok", "True"), ("1", "diverged", "False"), ("2", "missing", "False")]
+    assert table[1]["failure_reason"] == "loss is nan"
 
 
 def test_result_identity_is_the_run_id(tmp_path):
