@@ -182,7 +182,7 @@ def test_out_of_memory_is_recorded_as_oom(tmp_path, compose_harness, monkeypatch
 
 def test_bad_values_fail_before_anything_is_written(tmp_path, compose_harness):
     for override, key in [("scale=0", "scale"), ("scale=-1", "scale"), ("trainer.precision=fp8", "trainer.precision"),
-                          ("model.name=vgg", "model"), ("workload.name=detection", "workload"),
+                          ("model.name=vgg", "model"), ("workload.name=segmentation", "workload"),
                           ("trainer.warmup_fraction=2", "trainer.warmup_fraction"), ("trainer.warmup_fraction=0", "trainer.warmup_fraction")]:
         cfg = compose_harness(tmp_path, override)
         with pytest.raises(UserError, match=key):
