@@ -110,8 +110,8 @@ def summary_lines(rows: list[dict[str, Any]], skipped: list[Any], limit: int = 4
     lines = [head, "-" * len(head)]
     shown = rows if len(rows) <= limit else [r for r in rows if flagged(r)][:limit]
     for r in shown:
-        lines.append(f"{str(r['claim_id'])[:40]:40} {_fmt(r.get('params_ratio')):>7} {_fmt(r.get('fwd_flops_ratio')):>9} {r['fwd_verdict']:14} "
-                     f"{_fmt(r.get('train_flops_ratio')):>11} {r['train_verdict']:14} {_fmt(r.get('implied_utilisation')):>8} "
+        lines.append(f"{str(r['claim_id'])[:40]:40} {_fmt(r.get('params_ratio'), 4):>7} {_fmt(r.get('fwd_flops_ratio'), 4):>9} {r['fwd_verdict']:14} "
+                     f"{_fmt(r.get('train_flops_ratio'), 4):>11} {r['train_verdict']:14} {_fmt(r.get('implied_utilisation'), 4):>8} "
                      f"{r['utilisation_verdict']:16}")
     if len(shown) < len(rows):
         lines.append(f"... {len(rows) - len(shown)} more rows in audit.csv (only flagged rows shown)")
