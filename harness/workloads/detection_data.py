@@ -429,7 +429,7 @@ def generated_scenes(cfg: Any, cache_dir: Optional[Path]) -> GeneratedScenes:
             items, labels = _fashion_items(root, split)
             memory[split] = generate_split(items, labels, p, split, count, None, workers)
         return GeneratedScenes(None, False, time.perf_counter() - start, memory)
-    folder = cache_dir / f"fashion_scenes-{scenes_key(p, root)}"
+    folder = cache_dir.resolve() / f"fashion_scenes-{scenes_key(p, root)}"
     if (folder / "annotations" / "instances_val.json").is_file():
         return GeneratedScenes(folder, True, 0.0)
     cache_dir.mkdir(parents=True, exist_ok=True)
