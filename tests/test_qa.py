@@ -335,6 +335,7 @@ def test_generated_data_is_cached_as_squad_json_and_read_back(tmp_path):
     for name, docs in (("train", (DOC1, DOC2, DOC1)), ("dev", (DOC2,)), ("test", (DOC1,))):
         (tmp_path / "c" / name).write_text(conll(*docs), encoding="utf-8")
     cfg = _cfg(tmp_path, tmp_path / "c", train_file="train", dev_file="dev", test_file="test")
+    cfg.workload.eval_dev = True
     data = QaData(cfg, torch.device("cpu"))
     cache = data.details["test"]["cache_file"]
     assert data.details["test"]["cache_hit"] is False and cache.startswith(str(tmp_path / "cache"))
@@ -346,6 +347,13 @@ def test_generated_data_is_cached_as_squad_json_and_read_back(tmp_path):
     assert data.num_train == 16 and data.num_eval == 7 and len(data.dev) == 2  # one window per question here
     ex, counts, gen, _, hit = cached_cloze(tmp_path / "c" / "test", "test", 100, None, True)  # no cache: same parse
     assert not hit and [e.__dict__ for e in ex] == [e.__dict__ for e in data.test.examples]
+    # the dev split is scored beside the test split when asked
+    workload = QuestionAnswering(cfg, torch.device("cpu"))
+    data = workload.build_data()
+    with torch.no_grad():
+        ev = workload.evaluate(workload.build_model(data).eval(), data)
+    assert {"f1", "dev_f1", "dev_exact_match", "dev_first_entity_f1"} <= set(ev.metrics)
+    assert ev.flops > 0 and json.loads(ev.files["eval-v1.1.json"])["version"] == "1.1"
 
 
 def test_bad_settings_are_one_line_errors(tmp_path, shared_data):

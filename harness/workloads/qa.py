@@ -89,7 +89,7 @@ class QaConfig(WorkloadConfig):
     max_answer_tokens: int = 30  # run_squad.py's max_answer_length
     pad_multiple: int = 8  # sequences are padded to a multiple of this
     bucket_chunk_batches: int = 50  # length bucketing sorts within chunks of this many batches
-    eval_dev: bool = False  # also score the dev split (dev_f1, dev_exact_match)
+    eval_dev: bool = False  # also read and score the dev split (dev_f1, dev_exact_match)
 
 
 @dataclass
@@ -101,7 +101,7 @@ class QaDataConfig(DataConfig):
     train_file: str = "eng.train"
     dev_file: Optional[str] = "eng.testa"  # null: no dev split
     test_file: str = "eng.testb"
-    context_words: int = 100  # format=conll2003: words of neighbouring sentences per context
+    context_words: int = 40  # format=conll2003: words of the sentences around the question per context
     # format=conll2003: the question's own sentence stays in the context (Lewis et al. 2019's cloze
     # questions: the answer is found by matching the question to it); false: only other mentions answer
     keep_question_sentence: bool = True
@@ -217,7 +217,7 @@ class QaData:
         fmt = QaFormat(dcfg.format)
         details: dict[str, Any] = {"format": fmt.value}
         files = {"train": dcfg.train_file, "test": dcfg.test_file}
-        if dcfg.dev_file:
+        if dcfg.dev_file and wcfg.eval_dev:  # read only when scored
             files["dev"] = dcfg.dev_file
         splits: dict[str, list[QaExample]] = {}
         for split, file in files.items():
