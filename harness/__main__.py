@@ -23,6 +23,7 @@ from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import empty_result, write_result
 from harness.runner import run
+from harness.checkpoint import resumable
 from harness.rundir import check_output_dir, finished_status, job_plan, move_aside, register_resolvers
 from harness.stop import exit_code
 from harness.summary import format_summary
@@ -46,7 +47,7 @@ def main(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     if not multirun:
         done = finished_status(run_dir)
-        if done is not None:  # never overwrite a finished run (force=true is for sweeps)
+        if done is not None and not resumable(run_dir):  # never overwrite a finished run (force=true is for sweeps)
             log.warning("skipped: %s already holds a finished run (status %s)", run_dir, done)
             print(f"error: {run_dir} already holds a finished run (status {done}); it is never overwritten", file=sys.stderr)
             sys.exit(2)
@@ -55,6 +56,8 @@ def main(cfg: DictConfig) -> None:
         if plan == "skip":
             log.warning("skipped: %s already holds a finished run (status %s); force=true re-runs it", run_dir, done)
             return
+        if plan == "resume":
+            log.warning("resuming: %s holds an interrupted run with a checkpoint", run_dir)
         if plan == "rerun":
             moved = move_aside(run_dir)
             log.warning("re-running: %s held a finished run (status %s%s), moved to %s",

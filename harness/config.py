@@ -30,6 +30,9 @@ class TrainerConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | cosine | constant
     grad_clip_norm: Optional[float] = None  # clip the gradients' global L2 norm to this; null = no clipping
+    # Save checkpoint.pt in the run folder every this many seconds of training (and on SIGTERM/SIGUSR1),
+    # so the same command resumes a stopped run (harness/checkpoint.py). null = off.
+    checkpoint_every_s: Optional[float] = None
     warmup_fraction: float = 0.2  # of the steps, for onecycle's ramp
     precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (autocast on CUDA; bf16 autocast on CPU)
     num_evals: int = 2  # evaluations spread evenly over training; the last one ends training

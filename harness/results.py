@@ -50,8 +50,9 @@ RESULT_FIELDS: tuple[str, ...] = (
     # quality: the primary metric and its error; every metric of the last evaluation; the files
     # holding its predictions in the benchmark's standard format (in the run folder)
     "metric_name", "metric_value", "error", "metrics", "metric_details", "prediction_files",
-    # outcome
-    "status", "failure_reason", "stop_signal",
+    # outcome; a run stopped with a checkpoint and resumed by the same command has num_segments > 1
+    # (time and energy summed over them; harness/checkpoint.py)
+    "status", "failure_reason", "stop_signal", "num_segments", "checkpoint",
 )
 
 CURVE_FIELDS: tuple[str, ...] = (

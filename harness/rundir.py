@@ -64,7 +64,11 @@ def job_plan(run_dir: Path, force: bool) -> tuple[str, Optional[str]]:
     """What a sweep job does with its folder: ``("run", None)`` (nothing finished there),
     ``("skip", "ok")`` (already ok, not forced) or ``("rerun", status)`` (a finished attempt of
     any other status, or an ok one under ``force``; move it aside first)."""
+    from harness.checkpoint import resumable
+
     status = finished_status(run_dir)
+    if resumable(run_dir):
+        return "resume", status  # interrupted with a checkpoint: continue it (harness/checkpoint.py)
     if status is None:
         return "run", None
     if status == "ok" and not force:
@@ -119,8 +123,10 @@ def check_output_dir(args: list[str], config_dir: str, config_name: str) -> Opti
     if multirun:
         reason = unwritable_reason(sweep_dir)
         return f"cannot write the sweep folder hydra.sweep.dir={sweep_dir}: {reason}" if reason else None
+    from harness.checkpoint import resumable
+
     status = finished_status(run_dir)
-    if status is not None:
+    if status is not None and not resumable(run_dir):
         return (f"hydra.run.dir={run_dir} already holds a finished run (result.json, status {status}); "
                 "it is never overwritten: choose another folder or remove that one")
     reason = unwritable_reason(run_dir)

@@ -31,6 +31,7 @@ from harness.measure.meter import Meters
 from harness.measure.peaks import Peaks, find_peaks, hardware_burden_flops, ratio
 from harness.optim import OPTIMIZERS, SCHEDULES
 from harness.results import empty_result, write_curve, write_files, write_result
+from harness import checkpoint
 from harness.stop import StopRequest
 from harness.train_loop import CURVE_WINDOW, TrainLoop, TrainState
 from harness.workload import Workload, build_workload, workload_class, workload_names
@@ -91,6 +92,8 @@ def validate(cfg: DictConfig) -> None:
     check(t.batch_size > 0 and t.eval_batch_size > 0, "trainer.batch_size and trainer.eval_batch_size must be > 0")
     check(t.num_evals >= 1, f"trainer.num_evals={t.num_evals} is invalid: it must be >= 1")
     check(t.lr > 0, f"trainer.lr={t.lr} is invalid: it must be > 0")
+    check(t.checkpoint_every_s is None or t.checkpoint_every_s > 0,
+          f"trainer.checkpoint_every_s={t.checkpoint_every_s} is invalid: seconds > 0, or null for no checkpoints")
     check(0 < t.warmup_fraction < 1, f"trainer.warmup_fraction={t.warmup_fraction} is invalid: it must be in (0, 1)")
     if cfg.measure.codecarbon:
         from harness.measure.energy import known_country_iso_codes
@@ -177,6 +180,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     autocast = set_precision(cfg.trainer.precision, device)
     workload = build_workload(cfg.workload.name, cfg, device)
     result = _identity(cfg, workload, device, overrides, started_at)
+    fingerprint = checkpoint.config_fingerprint(result["config"])
+    ckpt = _resume_from(run_dir, fingerprint)
     meters: Optional[Meters] = None
     loop: Optional[TrainLoop] = None
     data: Any = None
@@ -206,8 +211,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
                 burden_flops_per_s=None if peak is None else result["num_devices"] * peak,
                 on_curve=lambda rows: write_curve(run_dir / "curve.csv", rows),
                 on_files=lambda files: result.update(prediction_files=write_files(run_dir, files) or None),
-                wall_start=wall_start,
+                wall_start=wall_start, run_dir=run_dir, fingerprint=fingerprint,
             )
+            if ckpt is not None:
+                loop.restore(ckpt)
             loop.warm_up(cfg.trainer.timing_warmup_steps)
             outcome = loop.train()
             result.update(status=outcome.status, failure_reason=outcome.failure_reason,
@@ -230,6 +237,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             if meters is not None:
                 result.update(meters.finish())
                 meters.close()
+        if loop is not None and loop.previous:  # a resumed run: time and energy of every segment
+            checkpoint.add_previous(result, {k: v for k, v in loop.previous.items() if k != "wall_time_s"})
+        result["num_segments"] = (loop.segment if loop is not None else 0) + 1
         if result["status"] == "interrupted":
             result["stop_signal"] = stop.signum
     if loop is not None:
@@ -240,10 +250,30 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
         log.warning("status %s: %s", result["status"], result["failure_reason"])
     _derive(result)
     result["wall_time_s"] = time.perf_counter() - wall_start
+    if loop is not None and "wall_time_s" in loop.previous:
+        result["wall_time_s"] += loop.previous["wall_time_s"]
+    if result["status"] == "interrupted" and checkpoint.checkpoint_path(run_dir).is_file():
+        result["checkpoint"] = checkpoint.CHECKPOINT_NAME  # the same command resumes from it
+    elif result["status"] == "ok":
+        checkpoint.checkpoint_path(run_dir).unlink(missing_ok=True)  # done: nothing to resume
     run_dir.mkdir(parents=True, exist_ok=True)
     write_curve(run_dir / "curve.csv", loop.state.curve if loop is not None else [])
     write_result(run_dir / "result.json", result)
     return result
+
+
+def _resume_from(run_dir: Path, fingerprint: str) -> Optional[dict[str, Any]]:
+    """The checkpoint of an interrupted run in ``run_dir`` (its result moved to ``segments/<n>/``), or None."""
+    if not checkpoint.resumable(run_dir):
+        return None
+    ckpt = checkpoint.load(run_dir)
+    if ckpt["fingerprint"] != fingerprint:
+        raise UserError(f"{run_dir} holds a checkpoint of a run with another config; resume it with the same "
+                        "overrides, or choose another folder")
+    moved = checkpoint.set_segment_aside(run_dir)
+    log.info("resuming the interrupted run in %s from its checkpoint (segment %d's result moved to %s)",
+             run_dir, int(ckpt["segment"]), moved)
+    return ckpt
 
 
 def _identity(cfg: DictConfig, workload: Workload, device: torch.device, overrides: Optional[list[str]],

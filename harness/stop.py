@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: SIGUSR1: what a SLURM job asks for with --signal=USR1@<s> before its time limit (submitit keeps USR2 for itself).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class StopRequest:

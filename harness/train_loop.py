@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -103,12 +105,15 @@ class TrainLoop:
             when the peak is unknown).
         on_curve: Called with the curve after each evaluation (writes curve.csv).
         on_files: Called with each evaluation's files (predictions), to write into the run folder.
+        run_dir: Where ``checkpoint.pt`` goes (``trainer.checkpoint_every_s``); None: no checkpoints.
+        fingerprint: The config's checkpoint fingerprint (:func:`harness.checkpoint.config_fingerprint`).
     """
 
     def __init__(self, cfg: Any, workload: Workload, data: Any, model: nn.Module, autocast: Any, meters: Meters,
                  stop: StopRequest, total_steps: int, flops: BatchFlops,
                  burden_flops_per_s: Optional[float], on_curve: Callable[[list[dict[str, Any]]], None],
-                 on_files: Callable[[dict[str, str]], None], wall_start: float) -> None:
+                 on_files: Callable[[dict[str, str]], None], wall_start: float, run_dir: Optional[Path] = None,
+                 fingerprint: str = "") -> None:
         self.cfg, self.t = cfg, cfg.trainer
         self.workload, self.data, self.model, self.autocast = workload, data, model, autocast
         self.meters, self.stop = meters, stop
@@ -120,6 +125,60 @@ class TrainLoop:
         self.state = TrainState()
         self.opt, self.sched = build_optimizer(self.t, model, total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.t.precision == "fp16")
+        self.run_dir, self.fingerprint = run_dir, fingerprint
+        self.checkpoint_every_s = self.t.get("checkpoint_every_s") if run_dir is not None else None
+        #: Totals of the earlier segments of a resumed run (time, energy, wall), and their count.
+        self.previous: dict[str, Any] = {}
+        self.segment = 0
+        self._resume_rng: Optional[dict[str, Any]] = None
+        self._last_checkpoint = time.perf_counter()
+
+    # ------------------------------------------------------------ checkpoints
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from ``ckpt`` (:mod:`harness.checkpoint`): states now, RNG after the data replay."""
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["state"])
+        self.flops.load_state_dict(ckpt["flops"])
+        self.previous = dict(ckpt["totals"])
+        self.segment = int(ckpt["segment"])
+        self._resume_rng = ckpt["rng"]
+
+    def totals(self) -> dict[str, Any]:
+        """Time and energy of every segment so far (this one's windows plus the earlier ones')."""
+        from harness.checkpoint import add_previous
+
+        so_far = self.meters.energy.so_far() if self.meters.energy is not None else {}
+        now: dict[str, Any] = {"train_time_s": self.meters.seconds("train"), "eval_time_s": self.meters.seconds("eval"),
+                               "warmup_time_s": self.meters.seconds("warmup"),
+                               "wall_time_s": time.perf_counter() - self.wall_start,
+                               **{k: so_far.get(k) for k in ("energy_gpu_j", "energy_cpu_j", "energy_ram_j",
+                                                             "energy_total_j", "co2_kg")}}
+        add_previous(now, self.previous)
+        return now
+
+    def save_checkpoint(self) -> None:
+        """Save everything needed to resume (between timed windows only)."""
+        from harness import checkpoint
+
+        start = time.perf_counter()
+        checkpoint.save(self.run_dir, {
+            "fingerprint": self.fingerprint,
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": checkpoint.rng_states(self.workload.device),
+            "state": dataclasses.asdict(self.state), "flops": self.flops.state_dict(),
+            "totals": self.totals(), "segment": self.segment + 1,
+        })
+        self._last_checkpoint = time.perf_counter()
+        log.info("checkpoint at step %d/%d (%.2f s) in %s", self.state.steps, self.total_steps,
+                 self._last_checkpoint - start, self.run_dir)
+
+    def _checkpoint_due(self) -> bool:
+        return self.checkpoint_every_s is not None and \
+            time.perf_counter() - self._last_checkpoint >= self.checkpoint_every_s
 
     # ------------------------------------------------------------ one step
     def _step(self, batch: Any, schedule: bool = True) -> torch.Tensor:
@@ -190,13 +249,14 @@ class TrainLoop:
 
     def _curve_row(self, metric: float) -> dict[str, Any]:
         s = self.state
-        train_s = self.meters.seconds("train")
+        totals = self.totals()  # earlier segments included
+        train_s = totals["train_time_s"]
         return dict(
             eval_index=len(s.curve), train_samples=s.samples, train_steps=s.steps,
             epochs=s.samples / self.data.num_train, train_flops=self.flops.train_flops("train"),
             train_time_s=train_s,
             hardware_burden_flops=None if self.burden_flops_per_s is None else self.burden_flops_per_s * train_s,
-            energy_total_j=self.meters.energy_total_j(), wall_time_s=time.perf_counter() - self.wall_start,
+            energy_total_j=totals["energy_total_j"], wall_time_s=totals["wall_time_s"],
             metric_name=self.workload.metric_name, metric_value=metric,
             error=self.workload.error_from_metric(metric), window=CURVE_WINDOW,
         )
@@ -206,6 +266,18 @@ class TrainLoop:
         s, t = self.state, self.t
         evals = set(eval_steps(self.total_steps, t.num_evals))
         batches = batches_forever(self.data, t.batch_size, torch.Generator().manual_seed(self.cfg.seed))
+        if self._resume_rng is not None:
+            # the data position: replay the seeded batch stream to where the checkpoint was taken,
+            # then the RNG states as they were there (the replay may draw from them)
+            from harness.checkpoint import set_rng_states
+
+            for _ in range(s.steps):
+                next(batches)
+            set_rng_states(self._resume_rng)
+            self._resume_rng = None
+            log.info("resumed at step %d/%d (segment %d)", s.steps, self.total_steps, self.segment + 1)
+        self._last_checkpoint = time.perf_counter()
+        evaluation: Optional[Evaluation] = None
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.workload.device)
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -233,18 +305,27 @@ class TrainLoop:
                         return TrainOutcome("diverged", f"training loss became NaN or infinite by step {s.steps}")
                     if check:
                         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                    if s.steps in evals or self.stop.requested:
+                    if s.steps in evals or self.stop.requested or self._checkpoint_due():
                         break
                 self.meters.end()
                 if self.stop.requested:
+                    if self.checkpoint_every_s is not None:
+                        self.save_checkpoint()
                     return self._interrupted()
                 self.flops.settle()  # count new batch shapes here, between the timed windows
+                if s.steps not in evals:  # a checkpoint's break
+                    self.save_checkpoint()
+                    continue
                 evaluation = self._evaluate()
                 metric = evaluation.metrics[self.workload.metric_name]
                 s.curve.append(self._curve_row(metric))
                 self.on_curve(s.curve)
                 log.info("step %d/%d  %s  train %.1fs", s.steps, self.total_steps,
                          "  ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()), self.meters.seconds("train"))
+                if self._checkpoint_due() and s.steps < self.total_steps:
+                    self.save_checkpoint()
+        if evaluation is None:  # resumed after the last evaluation: nothing left to train
+            evaluation = self._evaluate()
         final = s.curve[-1]
         return TrainOutcome("ok", metric_value=final["metric_value"], error=final["error"],
                             metrics=dict(evaluation.metrics), metric_details=dict(evaluation.details) or None)

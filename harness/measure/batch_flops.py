@@ -87,5 +87,23 @@ class BatchFlops:
         padded = self.padded_positions[window]
         return None if padded == 0 else 1.0 - self.real_positions[window] / padded
 
+    def state_dict(self) -> dict[str, Any]:
+        """The tallies and counts so far (settled first), for a checkpoint."""
+        self.settle()
+        return {"macs": dict(self._macs), "batches": {w: dict(c) for w, c in self.batches.items()},
+                "real_positions": dict(self.real_positions), "padded_positions": dict(self.padded_positions),
+                "unsupported_ops": dict(self.unsupported_ops), "count_time_s": self.count_time_s,
+                "failure": self.failure}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._macs = dict(state["macs"])
+        self._pending = {}
+        self.batches = defaultdict(Counter, {w: Counter(c) for w, c in state["batches"].items()})
+        self.real_positions = Counter(state["real_positions"])
+        self.padded_positions = Counter(state["padded_positions"])
+        self.unsupported_ops = Counter(state["unsupported_ops"])
+        self.count_time_s = float(state["count_time_s"])
+        self.failure = state["failure"]
+
     def distinct_shapes(self, window: str) -> int:
         return len(self.batches[window])
