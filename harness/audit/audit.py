@@ -69,8 +69,15 @@ def audit_claim(claim: Claim, counter: Optional[Counter], epoch: Optional[EpochC
         except UnknownChip as e:
             if unknown_chip_is_error:
                 raise UnknownChip(f"claim {claim.claim_id!r} (line {claim.line}), column 'hardware': {e}") from None
-            notes.append(str(e))
             peak = None
+            if claim.precision is not None:  # a built-in set's precision the chip has no figure for
+                try:
+                    peak = chip_peak(claim.hardware, None, epoch, prefer_epoch=prefer_epoch_chips)
+                    notes.append(f"{e}: the chip's era precision is used instead")
+                except UnknownChip:
+                    peak = None
+            if peak is None:
+                notes.append(str(e))
         if peak is not None:
             row.update(hardware_matched=peak.device, precision=peak.precision, precision_rule=peak.precision_rule,
                        hardware_peak_flops_per_s=peak.flops_per_s, hardware_peak_source=peak.source)
