@@ -181,6 +181,13 @@ class Workload(abc.ABC):
     def error_from_metric(self, metric_value: float) -> float:
         """The paper's error convention: 1 - top-1, 1 - box AP, 1 - EM, 1 - F1, 1 - BLEU/100."""
 
+    def counts_flops(self) -> bool:
+        """Whether this run counts FLOPs (``measure.count_flops``): an evaluation that counts its own
+        batches (:class:`harness.measure.batch_flops.ShapeCounts`) skips counting when it is off."""
+        from omegaconf import OmegaConf
+
+        return bool(OmegaConf.select(self.cfg, "measure.count_flops", default=True))
+
 
 # ---------------------------------------------------------------- the registry (lazy)
 _WORKLOADS: dict[str, type[Workload]] = {}

@@ -286,7 +286,7 @@ def test_tiny_files_train_and_evaluate(tmp_path):
     assert list(evaluation.files) == list(workload.prediction_files) == ["predictions.conll"]
     assert evaluation.details["decoding"].startswith("Viterbi") and "flops_unsupported_ops" not in evaluation.details
     # test and dev (the same file here): one batch of shape (3, 8, 8) each, counted once by fvcore
-    (macs,) = workload._eval_macs.values()
+    (macs,) = workload._eval_flops.macs.values()
     assert macs > 0 and evaluation.flops == 2 * 2 * macs
     assert workload.error_from_metric(0.8) == pytest.approx(0.2)
 

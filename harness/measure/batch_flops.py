@@ -107,3 +107,22 @@ class BatchFlops:
 
     def distinct_shapes(self, window: str) -> int:
         return len(self.batches[window])
+
+
+class ShapeCounts:
+    """Forward multiply-adds of one batch per shape key, counted once with fvcore: the evaluation
+    batches a workload runs itself (training batches go through :class:`BatchFlops`)."""
+
+    def __init__(self) -> None:
+        self.macs: dict[Hashable, float] = {}
+        self.unsupported_ops: Counter = Counter()
+
+    def macs_of(self, model: Any, key: Hashable, inputs: tuple) -> float:
+        """Multiply-adds of ``model(*inputs)`` (fvcore, eval mode); counted on the first call per ``key``."""
+        if key not in self.macs:
+            from harness.measure.flops import count_forward_macs
+
+            counted = count_forward_macs(model, inputs, num_samples=1)
+            self.macs[key] = counted.macs_per_sample
+            self.unsupported_ops.update(counted.unsupported_ops)
+        return self.macs[key]

@@ -34,17 +34,16 @@ import contextlib
 import io
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
+from harness.measure.batch_flops import ShapeCounts
 from harness.workload import Evaluation, Workload, WorkloadConfig, register_workload
 from harness.workloads.detection_data import (
     CocoSplit,
@@ -269,8 +268,7 @@ class Detection(Workload):
 
     def __init__(self, cfg: Any, device: torch.device) -> None:
         super().__init__(cfg, device)
-        self._eval_macs: dict[Any, float] = {}
-        self._eval_unsupported: Counter = Counter()
+        self._eval_flops = ShapeCounts()  # forward multiply-adds of one eval image, by padded shape
 
     def build_data(self) -> DetectionData:
         return DetectionData(self.cfg, self.device)
@@ -299,26 +297,16 @@ class Detection(Workload):
                                        [int(f.shape[-2] * f.shape[-1]) for f in feats])
         return sum(losses.values()), 1
 
-    def _count_eval_flops(self) -> bool:
-        return bool(OmegaConf.select(self.cfg, "measure.count_flops", default=True))
-
     def _batch_macs(self, model: nn.Module, batch: DetectionBatch) -> float:
         """Forward multiply-adds of an evaluation batch: one image of its padded shape counted once,
         times the batch size (in eval mode no op of the network mixes the images of a batch)."""
-        key = tuple(batch.images.shape[1:])
-        if key not in self._eval_macs:
-            from harness.measure.flops import count_forward_macs
-
-            counted = count_forward_macs(model, (batch.images[:1],), num_samples=1)
-            self._eval_macs[key] = counted.macs_per_sample
-            self._eval_unsupported.update(counted.unsupported_ops)
-        return self._eval_macs[key] * batch.num_images
+        return self._eval_flops.macs_of(model, tuple(batch.images.shape[1:]), (batch.images[:1],)) * batch.num_images
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: DetectionData) -> tuple[list[dict], float]:
         """Detections of every validation image in COCO results format, and the forward multiply-adds spent."""
         net = _net(model)
-        count_flops = self._count_eval_flops()
+        count_flops = self.counts_flops()
         detections: list[dict] = []
         macs = 0.0
         for batch in data.eval_batches(int(self.cfg.trainer.eval_batch_size)):
@@ -359,9 +347,9 @@ class Detection(Workload):
                             "detections_per_img": fcos.detections_per_img, "topk_candidates": fcos.topk_candidates},
             "flops_scope": FLOPS_SCOPE,
         }
-        if self._eval_unsupported:
-            details["flops_unsupported_ops"] = dict(sorted(self._eval_unsupported.items()))
-        counted = self._count_eval_flops()
+        if self._eval_flops.unsupported_ops:
+            details["flops_unsupported_ops"] = dict(sorted(self._eval_flops.unsupported_ops.items()))
+        counted = self.counts_flops()
         files = {"detections.json": text, "ground_truth.json": json.dumps(data.val.dataset)}
         return Evaluation(metrics=metrics, files=files, details=details, flops=2.0 * macs if counted else None,
                           flops_method=EVAL_FLOPS_METHOD if counted else None)

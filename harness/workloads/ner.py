@@ -19,17 +19,16 @@ Metric: entity-level F1 (exact span and type) as conlleval computes it, via
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
+from harness.measure.batch_flops import ShapeCounts
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
 from harness.workloads.text import (
     UNK_ID,
@@ -415,28 +414,17 @@ class NamedEntityRecognition(Workload):
 
     def __init__(self, cfg: Any, device: torch.device) -> None:
         super().__init__(cfg, device)
-        self._eval_macs: dict[Any, float] = {}  # forward multiply-adds of one eval batch, by shape
-        self._eval_unsupported: Counter = Counter()
-
-    def _count_eval_flops(self) -> bool:
-        return bool(OmegaConf.select(self.cfg, "measure.count_flops", default=True))
+        self._eval_flops = ShapeCounts()  # forward multiply-adds of one eval batch, by shape
 
     def _batch_macs(self, model: nn.Module, batch: NerBatch) -> float:
-        key = self.shape_key(batch)
-        if key not in self._eval_macs:
-            from harness.measure.flops import count_forward_macs
-
-            counted = count_forward_macs(model, self.model_inputs(batch), num_samples=1)
-            self._eval_macs[key] = counted.macs_per_sample
-            self._eval_unsupported.update(counted.unsupported_ops)
-        return self._eval_macs[key]
+        return self._eval_flops.macs_of(model, self.shape_key(batch), self.model_inputs(batch))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: NerData, split: NerSplit) -> tuple[list[list[str]], float, int]:
         """Viterbi tags of every sentence of ``split`` as valid IOB2 in the split's order, the forward
         multiply-adds spent, and how many predicted tags the IOB2 repair changed."""
         crf = _crf(model)
-        count_flops = self._count_eval_flops()
+        count_flops = self.counts_flops()
         out: list[list[str]] = [[] for _ in range(len(split))]
         macs, repaired = 0.0, 0
         for batch in data.eval_batches(split, int(self.cfg.trainer.eval_batch_size)):
@@ -470,9 +458,9 @@ class NamedEntityRecognition(Workload):
             "decoding": getattr(_crf(model), "decoding", type(_crf(model)).__name__),
             "repaired_tags": repaired,  # predicted test tags changed to make valid IOB2 (a stray I- starts an entity)
         }
-        if self._eval_unsupported:
-            details["flops_unsupported_ops"] = dict(sorted(self._eval_unsupported.items()))
-        counted = self._count_eval_flops()
+        if self._eval_flops.unsupported_ops:
+            details["flops_unsupported_ops"] = dict(sorted(self._eval_flops.unsupported_ops.items()))
+        counted = self.counts_flops()
         return Evaluation(metrics=metrics, details=details,
                           files={self.prediction_files[0]: format_conll(data.test.tokens, data.test.gold_iob2, pred)},
                           flops=2.0 * macs if counted else None, flops_method=self.EVAL_FLOPS_METHOD if counted else None)

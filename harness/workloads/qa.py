@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
+from harness.measure.batch_flops import ShapeCounts
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
 from harness.workloads.qa_data import (
     PAD,
@@ -368,8 +368,7 @@ class QuestionAnswering(Workload):
 
     def __init__(self, cfg: Any, device: torch.device) -> None:
         super().__init__(cfg, device)
-        self._eval_macs: dict[Any, float] = {}
-        self._eval_unsupported: Counter = Counter()
+        self._eval_flops = ShapeCounts()  # forward multiply-adds of one eval batch, by shape
         self._pad_id = 0  # the word-piece vocabulary's [PAD], set by build_data
 
     def build_data(self) -> QaData:
@@ -406,18 +405,8 @@ class QuestionAnswering(Workload):
             total = total + (torch.logsumexp(x, dim=1) - torch.logsumexp(x.masked_fill(~gold, float("-inf")), dim=1)).sum()
         return total / 2, batch.num_windows
 
-    def _count_eval_flops(self) -> bool:
-        return bool(OmegaConf.select(self.cfg, "measure.count_flops", default=True))
-
     def _batch_macs(self, model: nn.Module, batch: QaBatch) -> float:
-        key = self.shape_key(batch)
-        if key not in self._eval_macs:
-            from harness.measure.flops import count_forward_macs
-
-            counted = count_forward_macs(model, self.model_inputs(batch), num_samples=1)
-            self._eval_macs[key] = counted.macs_per_sample
-            self._eval_unsupported.update(counted.unsupported_ops)
-        return self._eval_macs[key]
+        return self._eval_flops.macs_of(model, self.shape_key(batch), self.model_inputs(batch))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: QaData, split: QaSplit) -> tuple[dict[str, str], float]:
@@ -425,7 +414,7 @@ class QuestionAnswering(Workload):
         max_len = int(self.cfg.workload.max_answer_tokens)
         best: dict[int, tuple[float, int, int, int]] = {}  # example -> (score, window, first, last)
         macs = 0.0
-        count = self._count_eval_flops()
+        count = self.counts_flops()
         for batch in data.eval_batches(split, int(self.cfg.trainer.eval_batch_size)):
             logits = model(*self.model_inputs(batch))
             windows = [split.windows[i] for i in batch.index]
@@ -475,11 +464,11 @@ class QuestionAnswering(Workload):
                         f"{self.cfg.workload.max_answer_tokens} tokens, best over an example's windows",
             "rescore": "python evaluate-v1.1.py eval-v1.1.json predictions.json",
         }
-        if self._eval_unsupported:
-            details["flops_unsupported_ops"] = dict(sorted(self._eval_unsupported.items()))
+        if self._eval_flops.unsupported_ops:
+            details["flops_unsupported_ops"] = dict(sorted(self._eval_flops.unsupported_ops.items()))
         files = {"predictions.json": json.dumps(predictions, ensure_ascii=False, indent=0) + "\n",
                  "eval-v1.1.json": json.dumps(dataset, ensure_ascii=False) + "\n"}
-        counted = self._count_eval_flops()
+        counted = self.counts_flops()
         return Evaluation(metrics=metrics, files=files, details=details, flops=2.0 * macs if counted else None,
                           flops_method=self.EVAL_FLOPS_METHOD if counted else None)
 

@@ -45,6 +45,7 @@ from typing import Any, Iterable, Optional, Sequence
 from common.atomic import write_atomic
 from harness.errors import DataNotFoundError, UserError
 from harness.workloads.ner import DOCSTART, iob1_to_iob2, read_conll
+from harness.workloads.text import cached_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -377,28 +378,14 @@ def load_vocab_file(path: Path, lowercase: bool):
 def cached_wordpiece(texts: Sequence[str], vocab_size: int, lowercase: bool, cache_dir: Optional[Path]):
     """(tokenizer, cache file, cache hit): trained once per hash of its texts and settings."""
     import tokenizers
-    from tokenizers import Tokenizer
 
-    if cache_dir is None:
-        return train_wordpiece(texts, vocab_size, lowercase), None, False
     digest = hashlib.sha256(json.dumps(dict(recipe=TOKENIZER_RECIPE, vocab_size=vocab_size, lowercase=lowercase,
                                             tokenizers=tokenizers.__version__), sort_keys=True).encode())
     for text in texts:
         digest.update(text.encode("utf-8"))
         digest.update(b"\n")
-    path = cache_dir / f"wordpiece-{digest.hexdigest()[:20]}.json"
-    if path.is_file():
-        try:
-            return Tokenizer.from_file(str(path)), path, True
-        except Exception as exc:  # noqa: BLE001  (a damaged cache file is retrained, not fatal)
-            log.warning("tokenizer cache %s unreadable (%s): training again", path, exc)
-    tokenizer = train_wordpiece(texts, vocab_size, lowercase)
-    try:
-        write_atomic(path, tokenizer.to_str())
-    except OSError as exc:
-        log.warning("tokenizer cache %s not written (%s)", path, exc)
-        path = None
-    return tokenizer, path, False
+    return cached_tokenizer(cache_dir, f"wordpiece-{digest.hexdigest()[:20]}.json",
+                            lambda: train_wordpiece(texts, vocab_size, lowercase))
 
 
 # ---------------------------------------------------------------- windows

@@ -159,3 +159,36 @@ def unwrap(model: torch.nn.Module, attr: str, what: str) -> torch.nn.Module:
 
 def token_normalizer(lowercase: bool, zero_digits: bool) -> Callable[[str], str]:
     return lambda token: normalize_token(token, lowercase=lowercase, zero_digits=zero_digits)
+
+
+def cached_tokenizer(cache_dir, name: str, train: Callable[[], "object"]) -> tuple:
+    """``(tokenizer, cache file or None, cache hit)``: a ``tokenizers`` tokenizer read from
+    ``cache_dir/name`` when it is there and readable, else ``train()`` and written there atomically.
+
+    ``name`` must carry a hash of everything the tokenizer depends on (its texts and settings).
+    A damaged file is trained again; an unwritable cache costs a retraining next time, nothing else.
+    ``cache_dir`` None: trained every time, no file.
+    """
+    import logging
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from common.atomic import write_atomic
+
+    log = logging.getLogger(__name__)
+    if cache_dir is None:
+        return train(), None, False
+    path = Path(cache_dir) / name
+    if path.is_file():
+        try:
+            return Tokenizer.from_file(str(path)), path, True
+        except Exception as exc:  # noqa: BLE001  (a damaged cache file is retrained, not fatal)
+            log.warning("tokenizer cache %s unreadable (%s): training again", path, exc)
+    tokenizer = train()
+    try:
+        write_atomic(path, tokenizer.to_str())
+    except OSError as exc:
+        log.warning("tokenizer cache %s not written (%s)", path, exc)
+        return tokenizer, None, False
+    return tokenizer, path, False

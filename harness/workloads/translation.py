@@ -54,11 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.atomic import write_atomic
 from harness.errors import DataNotFoundError, UserError
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
 from harness.workloads.text import (PAD, PAD_ID, UNK, UNK_ID, length_buckets, pad_2d, pad_to_multiple, sorted_batches,
-                                   unwrap)
+                                   cached_tokenizer, unwrap)
 
 log = logging.getLogger(__name__)
 
@@ -313,23 +312,8 @@ def train_bpe(texts: Sequence[str], vocab_size: int, min_frequency: int):
 def cached_bpe(texts: Sequence[str], vocab_size: int, min_frequency: int, cache_dir: Optional[Path]):
     """(tokenizer, its cache file, whether it was a cache hit): trained once per input hash
     (every time when ``cache_dir`` is None; the file is then None)."""
-    from tokenizers import Tokenizer
-
-    if cache_dir is None:
-        return train_bpe(texts, vocab_size, min_frequency), None, False
-    key = bpe_cache_key(texts, vocab_size, min_frequency)
-    path = cache_dir / f"bpe-{key[:20]}.json"
-    if path.is_file():
-        try:
-            return Tokenizer.from_file(str(path)), path, True
-        except Exception as exc:  # noqa: BLE001  (a damaged cache file is retrained, not fatal)
-            log.warning("BPE cache %s unreadable (%s): training again", path, exc)
-    tokenizer = train_bpe(texts, vocab_size, min_frequency)
-    try:
-        write_atomic(path, tokenizer.to_str())
-    except OSError as exc:  # a read-only cache costs a retraining next time, nothing else
-        log.warning("BPE cache %s not written (%s)", path, exc)
-    return tokenizer, path, False
+    key = bpe_cache_key(texts, vocab_size, min_frequency) if cache_dir is not None else ""
+    return cached_tokenizer(cache_dir, f"bpe-{key[:20]}.json", lambda: train_bpe(texts, vocab_size, min_frequency))
 
 
 # ---------------------------------------------------------------- data
