@@ -167,12 +167,32 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- the run
+#: Whether a run already started in this process (the first one's start-up includes the imports).
+_RUNS_STARTED = 0
+
+
+def _startup_reference() -> tuple[float, str]:
+    """(time.time() start-up is measured from, how): the process's start for its first run (the
+    command: interpreter, imports, config), else this run's start (a later job of a local sweep)."""
+    global _RUNS_STARTED
+    _RUNS_STARTED += 1
+    if _RUNS_STARTED == 1:
+        try:
+            import psutil
+
+            return psutil.Process().create_time(), "process start (psutil create_time) to the first training step"
+        except Exception:  # noqa: BLE001  (no psutil: measure from here)
+            pass
+    return time.time(), "run() start to the first training step (imports were done by an earlier run of this process)"
+
+
 def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """Train and measure one configuration; write ``result.json`` and ``curve.csv`` into ``run_dir``.
 
     Raises :class:`UserError` for bad input, before anything is written. Every other outcome
     (``ok``, ``diverged``, ``oom``, ``failed``, ``interrupted``) writes ``result.json``.
     """
+    startup_from, startup_method = _startup_reference()
     wall_start = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
     validate(cfg)
@@ -244,6 +264,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             result["stop_signal"] = stop.signum
     if loop is not None:
         result.update(_work_done(loop.state, loop.flops, data, result))
+        if loop.first_step_at is not None:
+            # start-up: everything before the first training window (imports, data, model, FLOP
+            # counting, meters, timing warm-up)
+            result.update(startup_time_s=loop.first_step_at - startup_from,
+                          startup_method=startup_method + " (timing warm-up included)")
     if result["status"] == "ok":
         log.info("status ok: %s=%s", result["metric_name"], result["metric_value"])
     else:  # the log says how every run ended, not only the summary on stdout
@@ -399,6 +424,9 @@ def _work_done(state: TrainState, flops: BatchFlops, data: Any, result: dict[str
 
 def _derive(result: dict[str, Any]) -> None:
     """Hardware burden, achieved FLOP/s and MFU: all over the ``train`` window."""
+    eval_s, evals, n_eval = result.get("eval_time_s"), result.get("num_evals"), result.get("eval_samples")
+    if eval_s and evals and n_eval:
+        result["eval_samples_per_s"] = n_eval * evals / eval_s
     train_time = result.get("train_time_s") or None
     burden = hardware_burden_flops(result["num_devices"], result.get("peak_flops_per_s"), train_time)
     result.update(

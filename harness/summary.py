@@ -93,7 +93,8 @@ def format_summary(r: dict[str, Any], run_dir: str) -> str:
                           f"{_num(r.get('train_step_flops_ratio'), '.3f')}"),
         ("time", f"train {_num(r.get('train_time_s'), '.1f', ' s')}, eval {_num(r.get('eval_time_s'), '.1f', ' s')}, "
                  f"data {_num(r.get('data_time_s'), '.1f', ' s')}, warm-up {_num(r.get('warmup_time_s'), '.1f', ' s')}, "
-                 f"wall {_num(r.get('wall_time_s'), '.1f', ' s')}"),
+                 f"wall {_num(r.get('wall_time_s'), '.1f', ' s')}; start-up {_num(r.get('startup_time_s'), '.1f', ' s')}, "
+                 f"eval {_num(r.get('eval_samples_per_s'), '.0f', ' samples/s')}"),
         ("achieved", f"{_si(r.get('achieved_flops_per_s'), 'FLOP/s')}; MFU theoretical {_num(r.get('mfu_theoretical'), '.1%')}, "
                      f"measured {_num(r.get('mfu_measured'), '.1%')}"),
         ("hardware burden", f"{_si(r.get('hardware_burden_flops'), 'FLOP')} (peak {_si(r.get('peak_flops_per_s'), 'FLOP/s')}: "

@@ -131,6 +131,8 @@ class TrainLoop:
         self.previous: dict[str, Any] = {}
         self.segment = 0
         self._resume_rng: Optional[dict[str, Any]] = None
+        #: time.time() when the first training window opened (the end of start-up)
+        self.first_step_at: Optional[float] = None
         self._last_checkpoint = time.perf_counter()
 
     # ------------------------------------------------------------ checkpoints
@@ -288,6 +290,8 @@ class TrainLoop:
             while s.steps < self.total_steps:
                 if self.stop.requested:
                     return self._interrupted()
+                if self.first_step_at is None:
+                    self.first_step_at = time.time()
                 self.meters.begin("train")
                 while s.steps < self.total_steps:
                     t0 = time.perf_counter()
