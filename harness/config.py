@@ -23,7 +23,9 @@ class TrainerConfig:
     epochs: float = 1.0  # passes over the training set; fractions allowed
     max_steps: Optional[int] = None  # if set, overrides epochs
     batch_size: int = 128
-    eval_batch_size: int = 1000
+    # 256: ResNet-18 (width 0.25) evaluates 3,250 images/s at 256 and 2,195 at 1,000 on the 2-core CPU
+    # (quiet, best of two, no_grad; inference_mode gained nothing): big batches spill the caches.
+    eval_batch_size: int = 256
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9
