@@ -238,3 +238,18 @@ def workload_class(name: str) -> type[Workload]:
 
 def build_workload(name: str, cfg: Any, device: torch.device) -> Workload:
     return workload_class(name)(cfg, device)
+
+
+def data_root(dcfg: Any, holds: str, must_exist: bool = True) -> "Path":
+    """``data.root`` as a path, or a one-line :class:`~harness.errors.DataNotFoundError` saying what
+    the folder should hold (``holds``) when it is unset or (``must_exist``) not a folder."""
+    from pathlib import Path
+
+    from harness.errors import DataNotFoundError
+
+    if dcfg.root is None:
+        raise DataNotFoundError(f"data.root is not set: point it at {holds}")
+    root = Path(str(dcfg.root)).expanduser()
+    if must_exist and not root.is_dir():
+        raise DataNotFoundError(f"data.root={dcfg.root}: no such folder (it should be {holds})")
+    return root

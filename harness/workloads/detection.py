@@ -44,7 +44,7 @@ from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
 from harness.measure.batch_flops import ShapeCounts
-from harness.workload import Evaluation, Workload, WorkloadConfig, register_workload
+from harness.workload import Evaluation, Workload, WorkloadConfig, data_root, register_workload
 from harness.workloads.detection_data import (
     CocoSplit,
     DetectionBatch,
@@ -95,10 +95,8 @@ class DetectionData:
         wcfg, dcfg = cfg.workload, cfg.data
         self.device = device
         self.name = str(dcfg.name)
-        if dcfg.root is None:
-            raise DataNotFoundError("data.root is not set: point it at the COCO folder (data=coco) or at the "
-                                    "Fashion-MNIST folder the scenes are made from (data=fashion_scenes)")
-        root = Path(str(dcfg.root)).expanduser()
+        root = data_root(dcfg, "the COCO folder (data=coco) or the Fashion-MNIST folder the scenes are made from "
+                               "(data=fashion_scenes)", must_exist=False)
         if wcfg.pad_multiple < 1:
             raise UserError(f"workload.pad_multiple={wcfg.pad_multiple} is invalid: it must be >= 1")
         self.pad_multiple, self.hflip = int(wcfg.pad_multiple), bool(wcfg.hflip)

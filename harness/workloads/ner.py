@@ -29,7 +29,7 @@ from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
 from harness.measure.batch_flops import ShapeCounts
-from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
+from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, data_root, register_workload
 from harness.workloads.text import (
     UNK_ID,
     Vocab,
@@ -279,13 +279,8 @@ class NerData:
         wcfg, dcfg = cfg.workload, cfg.data
         self.device = device
         self.name = str(dcfg.name)
-        if dcfg.root is None:
-            raise DataNotFoundError("data.root is not set: point it at a folder holding the CoNLL-2003 files "
-                                    "(eng.train, eng.testa, eng.testb)")
-        root = Path(str(dcfg.root)).expanduser()
-        if not root.is_dir():
-            raise DataNotFoundError(f"data.root={dcfg.root}: no such folder (it should hold the CoNLL-2003 files "
-                                    f"{dcfg.train_file}, {dcfg.dev_file}, {dcfg.test_file})")
+        root = data_root(dcfg, f"a folder holding the CoNLL-2003 files {dcfg.train_file}, {dcfg.dev_file}, "
+                               f"{dcfg.test_file}")
         self.source = str(root.resolve())
         for key, value in (("data.train_subset", dcfg.train_subset), ("data.eval_subset", dcfg.eval_subset)):
             if value is not None and value < 1:

@@ -51,7 +51,7 @@ from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
 from harness.measure.batch_flops import ShapeCounts
-from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
+from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, data_root, register_workload
 from harness.workloads.qa_data import (
     PAD,
     QaExample,
@@ -205,13 +205,8 @@ class QaData:
         self._check(wcfg, dcfg)
         self.pad_multiple = int(wcfg.pad_multiple)
         self.chunk_batches = int(wcfg.bucket_chunk_batches)
-        if dcfg.root is None:
-            raise DataNotFoundError("data.root is not set: point it at a folder holding SQuAD JSON files "
-                                    "(data.format=squad) or the CoNLL-2003 files (data.format=conll2003)")
-        root = Path(str(dcfg.root)).expanduser()
-        if not root.is_dir():
-            raise DataNotFoundError(f"data.root={dcfg.root}: no such folder (it should hold {dcfg.train_file} "
-                                    f"and {dcfg.test_file})")
+        root = data_root(dcfg, f"a folder holding {dcfg.train_file} and {dcfg.test_file} (SQuAD JSON for "
+                               "data.format=squad, the CoNLL-2003 files for data.format=conll2003)")
         self.source = str(root.resolve())
         cache_dir = None if wcfg.cache_dir is None else Path(str(wcfg.cache_dir)).expanduser()
         fmt = QaFormat(dcfg.format)

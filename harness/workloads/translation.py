@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import DataNotFoundError, UserError
-from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, register_workload
+from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, data_root, register_workload
 from harness.workloads.text import (PAD, PAD_ID, UNK, UNK_ID, length_buckets, pad_2d, pad_to_multiple, sorted_batches,
                                    cached_tokenizer, unwrap)
 
@@ -371,11 +371,7 @@ class TranslationData:
         self.pad_multiple = int(wcfg.pad_multiple)
         self.chunk_batches = int(wcfg.bucket_chunk_batches)
         self._check(wcfg, dcfg)
-        if dcfg.root is None:
-            raise DataNotFoundError("data.root is not set: point it at the folder holding the parallel text")
-        root = Path(str(dcfg.root)).expanduser()
-        if not root.is_dir():
-            raise DataNotFoundError(f"data.root={dcfg.root}: no such folder (it should hold the parallel text)")
+        root = data_root(dcfg, "the folder holding the parallel text")
         self.source = str(root)
         details: dict[str, Any] = {"format": TextFormat(dcfg.format).value, "source_lang": str(dcfg.source_lang),
                                    "target_lang": str(dcfg.target_lang)}
