@@ -5,12 +5,15 @@ Examples:
     python -m harness model.depth=50 scale=0.5 trainer.epochs=2
     python -m harness -m scale=0.125,0.25,0.5           # a sweep, one folder per job
     python -m harness -m hydra/launcher=slurm_gpu scale=0.25,0.5,1.0   # one SLURM job per point
+    torchrun --nproc_per_node=2 -m harness scale=0.5   # one run on 2 devices (DDP; harness/distributed.py)
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -19,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from common.hydra_cli import CONF_DIR, exit_on_bad_overrides
+from harness import distributed
 from harness.config import register_configs
 from harness.errors import UserError
 from harness.results import empty_result, write_result
@@ -45,7 +49,10 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
-    if not multirun:
+    rank = distributed.from_env()
+    if not rank.is_main:  # ranks > 0 of a torchrun run: rank 0 logs, writes and prints
+        logging.getLogger().setLevel(logging.WARNING)
+    elif not multirun:
         done = finished_status(run_dir)
         if done is not None and not resumable(run_dir):  # never overwrite a finished run (force=true is for sweeps)
             log.warning("skipped: %s already holds a finished run (status %s)", run_dir, done)
@@ -74,13 +81,38 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         _remove_if_only_hydra(run_dir)
         sys.exit(2)
+    if not rank.is_main:
+        return
     print(format_summary(result, str(run_dir)))
     code = exit_code(result)
     if code and (not multirun or result["status"] == "interrupted"):  # a stopped sweep stops
         sys.exit(code)
 
 
+def _torchrun_args(argv: list[str]) -> list[str]:
+    """A torchrun rank's arguments: one run (no -m), and for ranks > 0 a throw-away Hydra folder
+    (they learn rank 0's run folder from it: harness/distributed.py)."""
+    try:
+        rank = distributed.from_env()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not rank.enabled:
+        return argv
+    if any(a in ("-m", "--multirun") for a in argv):
+        print("error: torchrun runs one job on several devices; sweep with -m without torchrun (a SLURM "
+              "launcher preset with several GPUs per task runs each job under torchrun)", file=sys.stderr)
+        sys.exit(2)
+    if rank.is_main:
+        return argv
+    scratch = tempfile.mkdtemp(prefix=f"computelimits-rank{rank.rank}-")
+    atexit.register(shutil.rmtree, scratch, True)
+    kept = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
+    return kept + [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = _torchrun_args(sys.argv[1:])
     exit_on_bad_overrides("config")
     problem = check_output_dir(sys.argv[1:], str(CONF_DIR), "config")
     if problem:

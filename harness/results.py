@@ -18,7 +18,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "run_id", "run_name", "started_at", "git_commit", "overrides", "config", "seed",
     # what ran
     "workload", "benchmark", "model", "scale", "dataset", "dataset_source", "dataset_details", "num_params",
-    "precision", "device_type", "device_name", "num_devices",
+    "precision", "device_type", "device_name", "num_devices", "distributed_method",
     "torch_version", "cuda_version", "driver_version",
     # work done (train_* cover every training step; warm-up is separate and restored, see warmup_method)
     "train_samples", "train_steps", "epochs", "batch_size", "eval_samples", "eval_is_subset", "num_evals",

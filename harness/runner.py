@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from harness import distributed
 from harness.device import PRECISION_DTYPES, device_info, resolve_device
 from harness.errors import UserError
 from harness.measure import flops as flopcount
@@ -149,10 +150,13 @@ def set_precision(precision: str, device: torch.device) -> contextlib.AbstractCo
 
 
 
-def _total_steps(trainer: Any, num_train: int) -> int:
-    steps_per_epoch = num_train // trainer.batch_size
+def _total_steps(trainer: Any, num_train: int, world_size: int = 1) -> int:
+    """Optimiser steps: ``max_steps``, else ``epochs`` passes over the training set, each step
+    taking ``batch_size`` samples on each of ``world_size`` devices."""
+    steps_per_epoch = num_train // (trainer.batch_size * world_size)
     if steps_per_epoch == 0:
-        raise UserError(f"trainer.batch_size={trainer.batch_size} is larger than the {num_train} training samples")
+        raise UserError(f"trainer.batch_size={trainer.batch_size} x {world_size} device(s) is larger than the "
+                        f"{num_train} training samples")
     return trainer.max_steps or max(1, int(trainer.epochs * steps_per_epoch))
 
 
@@ -196,14 +200,25 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     wall_start = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
     validate(cfg)
-    device = resolve_device(cfg.device)
+    dist = distributed.from_env()
+    device = resolve_device(distributed.device_for(dist, cfg.device))
+    distributed.init(dist, device)
+    run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's folder is the run's
     autocast = set_precision(cfg.trainer.precision, device)
     workload = build_workload(cfg.workload.name, cfg, device)
     result = _identity(cfg, workload, device, overrides, started_at)
+    result["num_devices"] = dist.world_size
+    if dist.enabled:
+        result["distributed_method"] = (
+            f"torchrun, {dist.world_size} ranks ({dist.local_world_size} per node), DistributedDataParallel over the "
+            "workload's loss; each rank trains every world-size-th batch of the seeded stream; samples, steps and "
+            "FLOPs summed over ranks; time from rank 0's windows; evaluation on rank 0; "
+            + distributed.energy_method(distributed.tracking_mode(cfg)))
     fingerprint = checkpoint.config_fingerprint(result["config"])
-    ckpt = _resume_from(run_dir, fingerprint)
+    ckpt = _resume_from(run_dir, fingerprint, dist)
     meters: Optional[Meters] = None
     loop: Optional[TrainLoop] = None
+    joined = False
     data: Any = None
     with StopRequest() as stop:
         try:
@@ -212,7 +227,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             result.update(dataset=data.name, dataset_source=data.source, eval_samples=data.num_eval,
                           dataset_details=getattr(data, "details", None) or None,
                           eval_is_subset=cfg.data.get("eval_subset") is not None)
-            total_steps = _total_steps(cfg.trainer, data.num_train)
+            total_steps = _total_steps(cfg.trainer, data.num_train, dist.world_size)
             model = workload.build_model(data).to(device)
             result["num_params"] = sum(p.numel() for p in model.parameters())
             flops = _flop_ledger(cfg, workload, model, autocast)
@@ -221,8 +236,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
                                num_threads=torch.get_num_threads(), device_type=device.type,
                                max_profile_age_h=cfg.measure.profile_max_age_h)
             result.update(peaks.fields())
-            run_dir.mkdir(parents=True, exist_ok=True)
-            meters = _build_meters(cfg, device, run_dir)
+            if dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            meters = _build_meters(cfg, device, run_dir if dist.is_main else run_dir / "ranks" / str(dist.rank))
             if cfg.measure.idle_baseline_s > 0 and meters.energy is not None:
                 meters.energy.measure_idle(cfg.measure.idle_baseline_s)
             peak = result["peak_flops_per_s"]
@@ -231,12 +247,14 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
                 burden_flops_per_s=None if peak is None else result["num_devices"] * peak,
                 on_curve=lambda rows: write_curve(run_dir / "curve.csv", rows),
                 on_files=lambda files: result.update(prediction_files=write_files(run_dir, files) or None),
-                wall_start=wall_start, run_dir=run_dir, fingerprint=fingerprint,
+                wall_start=wall_start, run_dir=run_dir, fingerprint=fingerprint, dist=dist,
             )
             if ckpt is not None:
                 loop.restore(ckpt)
             loop.warm_up(cfg.trainer.timing_warmup_steps)
             outcome = loop.train()
+            if dist.enabled:  # every rank left train() at the same step: sum what they did
+                joined = _join_ranks(dist, loop, meters)
             result.update(status=outcome.status, failure_reason=outcome.failure_reason,
                           metric_value=outcome.metric_value, error=outcome.error, metrics=outcome.metrics,
                           metric_details=outcome.metric_details)
@@ -257,6 +275,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             if meters is not None:
                 result.update(meters.finish())
                 meters.close()
+        if joined:
+            result.update(distributed.combine_energy(dist, result, distributed.tracking_mode(cfg)))
         if loop is not None and loop.previous:  # a resumed run: time and energy of every segment
             checkpoint.add_previous(result, {k: v for k, v in loop.previous.items() if k != "wall_time_s"})
         result["num_segments"] = (loop.segment if loop is not None else 0) + 1
@@ -269,6 +289,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             # counting, meters, timing warm-up)
             result.update(startup_time_s=loop.first_step_at - startup_from,
                           startup_method=startup_method + " (timing warm-up included)")
+    if not dist.is_main:  # rank 0 writes the run's result
+        distributed.shutdown()
+        return result
     if result["status"] == "ok":
         log.info("status ok: %s=%s", result["metric_name"], result["metric_value"])
     else:  # the log says how every run ended, not only the summary on stdout
@@ -284,21 +307,40 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     run_dir.mkdir(parents=True, exist_ok=True)
     write_curve(run_dir / "curve.csv", loop.state.curve if loop is not None else [])
     write_result(run_dir / "result.json", result)
+    distributed.shutdown()
     return result
 
 
-def _resume_from(run_dir: Path, fingerprint: str) -> Optional[dict[str, Any]]:
-    """The checkpoint of an interrupted run in ``run_dir`` (its result moved to ``segments/<n>/``), or None."""
-    if not checkpoint.resumable(run_dir):
+def _resume_from(run_dir: Path, fingerprint: str, dist: distributed.Dist = distributed.SINGLE) -> Optional[dict[str, Any]]:
+    """The checkpoint of an interrupted run in ``run_dir`` (its result moved to ``segments/<n>/``), or None.
+    With several ranks every rank loads it and rank 0 moves the segment aside once all have."""
+    found = checkpoint.resumable(run_dir)
+    ckpt = checkpoint.load(run_dir) if found else None
+    dist.barrier()
+    if ckpt is None:
         return None
-    ckpt = checkpoint.load(run_dir)
     if ckpt["fingerprint"] != fingerprint:
         raise UserError(f"{run_dir} holds a checkpoint of a run with another config; resume it with the same "
                         "overrides, or choose another folder")
+    if not dist.is_main:
+        return ckpt
     moved = checkpoint.set_segment_aside(run_dir)
     log.info("resuming the interrupted run in %s from its checkpoint (segment %d's result moved to %s)",
              run_dir, int(ckpt["segment"]), moved)
     return ckpt
+
+
+def _join_ranks(dist: distributed.Dist, loop: TrainLoop, meters: Meters) -> bool:
+    """Every rank's samples and FLOP tallies into rank 0's loop state, and the other ranks of this
+    node counted as the run's own CPU load (not other processes'). A collective."""
+    s = loop.state
+    s.samples, s.warmup_samples = (int(v) for v in dist.sum([s.samples, s.warmup_samples]))
+    loop.flops.load_state_dict(distributed.merge_flop_states(dist.gather_objects(loop.flops.state_dict())))
+    own = meters.host.process_cpu_s if meters.host is not None else 0.0
+    cpu = dist.gather_objects((dist.node, own))
+    if meters.host is not None:
+        meters.host.add_sibling_cpu_s(sum(c for node, c in cpu if node == dist.node) - own)
+    return True
 
 
 def _identity(cfg: DictConfig, workload: Workload, device: torch.device, overrides: Optional[list[str]],

@@ -80,7 +80,8 @@ def format_summary(r: dict[str, Any], run_dir: str) -> str:
     """A dozen aligned lines: what ran, quality, compute, time, hardware, energy, conditions."""
     methods = f"gpu={r.get('energy_gpu_method')}, cpu={r.get('energy_cpu_method')}, ram={r.get('energy_ram_method')}"
     rows = [
-        ("run", f"{r['model']} scale={r['scale']} on {r['dataset']} ({r['benchmark']}), {r['device_name']}, {r['precision']}"),
+        ("run", f"{r['model']} scale={r['scale']} on {r['dataset']} ({r['benchmark']}), "
+                f"{'' if (r.get('num_devices') or 1) == 1 else str(r['num_devices']) + ' x '}{r['device_name']}, {r['precision']}"),
         ("status", r["status"] + (f" ({r['failure_reason']})" if r.get("failure_reason") else "")),
         (r.get("metric_name") or "metric", f"{_num(r.get('metric_value'))}  (error {_num(r.get('error'))})"),
         ("other metrics", _other_metrics(r)),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from harness import distributed
 from harness.errors import UserError
 from harness.measure.batch_flops import BatchFlops
 from harness.measure.meter import Meters
@@ -53,6 +55,26 @@ def batches_forever(data: Any, batch_size: int, rng: torch.Generator) -> Iterato
             yield batch
         if empty:
             raise UserError(f"trainer.batch_size={batch_size} is larger than the {data.num_train} training samples")
+
+
+def shard(batches: Iterator[Any], dist: distributed.Dist) -> Iterator[Any]:
+    """This rank's share of a batch stream: every ``world_size``-th batch from its rank on (all
+    ranks draw the same seeded stream, so together they train each batch once)."""
+    return batches if not dist.enabled else itertools.islice(batches, dist.rank, None, dist.world_size)
+
+
+class LossModule(nn.Module):
+    """The workload's whole loss as one module, for ``DistributedDataParallel``: DDP synchronises
+    the gradients of what runs inside its ``forward``, and some workloads' losses call a model's
+    sub-modules beside its ``forward`` (detection's FCOS head and anchors)."""
+
+    def __init__(self, model: nn.Module, workload: Workload) -> None:
+        super().__init__()
+        self.model = model
+        self.workload = workload
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        return self.workload.loss(self.model, batch)
 
 
 @dataclass
@@ -107,13 +129,16 @@ class TrainLoop:
         on_files: Called with each evaluation's files (predictions), to write into the run folder.
         run_dir: Where ``checkpoint.pt`` goes (``trainer.checkpoint_every_s``); None: no checkpoints.
         fingerprint: The config's checkpoint fingerprint (:func:`harness.checkpoint.config_fingerprint`).
+        dist: The ranks of a torchrun run (:mod:`harness.distributed`): the loss runs under
+            ``DistributedDataParallel``, each rank trains its shard of the batch stream, rank 0
+            evaluates, saves and writes.
     """
 
     def __init__(self, cfg: Any, workload: Workload, data: Any, model: nn.Module, autocast: Any, meters: Meters,
                  stop: StopRequest, total_steps: int, flops: BatchFlops,
                  burden_flops_per_s: Optional[float], on_curve: Callable[[list[dict[str, Any]]], None],
                  on_files: Callable[[dict[str, str]], None], wall_start: float, run_dir: Optional[Path] = None,
-                 fingerprint: str = "") -> None:
+                 fingerprint: str = "", dist: distributed.Dist = distributed.SINGLE) -> None:
         self.cfg, self.t = cfg, cfg.trainer
         self.workload, self.data, self.model, self.autocast = workload, data, model, autocast
         self.meters, self.stop = meters, stop
@@ -123,6 +148,12 @@ class TrainLoop:
         self.on_curve, self.on_files = on_curve, on_files
         self.wall_start = wall_start
         self.state = TrainState()
+        self.dist = dist
+        self.ddp: Optional[nn.Module] = None
+        if dist.enabled:  # device_ids None: batches are already on this rank's device, DDP moves nothing
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(LossModule(model, workload), device_ids=None)
         self.opt, self.sched = build_optimizer(self.t, model, total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.t.precision == "fp16")
         self.run_dir, self.fingerprint = run_dir, fingerprint
@@ -144,15 +175,21 @@ class TrainLoop:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
         self.flops.load_state_dict(ckpt["flops"])
+        if not self.dist.is_main:  # the checkpoint holds the run's global tallies: rank 0 carries them
+            self.state.samples = self.state.warmup_samples = 0
+            self.flops.load_state_dict(distributed.zero_tallies(ckpt["flops"]))
         self.previous = dict(ckpt["totals"])
         self.segment = int(ckpt["segment"])
         self._resume_rng = ckpt["rng"]
 
     def totals(self) -> dict[str, Any]:
-        """Time and energy of every segment so far (this one's windows plus the earlier ones')."""
+        """Time and energy of every segment so far (this one's windows plus the earlier ones'); with
+        several ranks the energy of all of them (a collective: every rank calls it)."""
         from harness.checkpoint import add_previous
 
         so_far = self.meters.energy.so_far() if self.meters.energy is not None else {}
+        if self.dist.enabled:
+            so_far.update(distributed.combine_energy(self.dist, so_far, distributed.tracking_mode(self.cfg)))
         now: dict[str, Any] = {"train_time_s": self.meters.seconds("train"), "eval_time_s": self.meters.seconds("eval"),
                                "warmup_time_s": self.meters.seconds("warmup"),
                                "wall_time_s": time.perf_counter() - self.wall_start,
@@ -162,17 +199,26 @@ class TrainLoop:
         return now
 
     def save_checkpoint(self) -> None:
-        """Save everything needed to resume (between timed windows only)."""
+        """Save everything needed to resume (between timed windows only). With several ranks every
+        rank calls it at the same step: the tallies are summed over the ranks and rank 0 writes."""
         from harness import checkpoint
 
         start = time.perf_counter()
+        state = dataclasses.asdict(self.state)
+        flops = self.flops.state_dict()
+        if self.dist.enabled:
+            state["samples"], state["warmup_samples"] = self.dist.sum([self.state.samples, self.state.warmup_samples])
+            flops = distributed.merge_flop_states(self.dist.gather_objects(flops))
+        totals = self.totals()
+        if not self.dist.is_main:
+            return
         checkpoint.save(self.run_dir, {
             "fingerprint": self.fingerprint,
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": checkpoint.rng_states(self.workload.device),
-            "state": dataclasses.asdict(self.state), "flops": self.flops.state_dict(),
-            "totals": self.totals(), "segment": self.segment + 1,
+            "state": state, "flops": flops,
+            "totals": totals, "segment": self.segment + 1,
         })
         self._last_checkpoint = time.perf_counter()
         log.info("checkpoint at step %d/%d (%.2f s) in %s", self.state.steps, self.total_steps,
@@ -185,7 +231,7 @@ class TrainLoop:
     # ------------------------------------------------------------ one step
     def _step(self, batch: Any, schedule: bool = True) -> torch.Tensor:
         with self.autocast:
-            total, count = self.workload.loss(self.model, batch)
+            total, count = self.workload.loss(self.model, batch) if self.ddp is None else self.ddp(batch)
             loss = total / count  # the mean over the batch's real items (padding excluded)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -211,7 +257,8 @@ class TrainLoop:
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
         # Own batches (another seed), so the training data order is that of a run without warm-up.
-        batches = batches_forever(self.data, self.t.batch_size, torch.Generator().manual_seed(self.cfg.seed + 1))
+        batches = shard(batches_forever(self.data, self.t.batch_size, torch.Generator().manual_seed(self.cfg.seed + 1)),
+                        self.dist)
         self.model.train()
         with self.meters.window("warmup"):
             for _ in range(num_steps):
@@ -222,7 +269,7 @@ class TrainLoop:
                 self.flops.add("warmup", batch)
                 self.state.warmup_steps += 1
                 self.state.warmup_samples += self.workload.batch_size_of(batch)
-                if self.stop.requested:
+                if self.stop.requested and not self.dist.enabled:  # ranks keep in step: a few steps more
                     break
         self.model.load_state_dict(model_state)
         self.opt.load_state_dict(opt_state)
@@ -233,41 +280,54 @@ class TrainLoop:
             torch.cuda.set_rng_state_all(cuda_rng)
 
     # ------------------------------------------------------------ training
-    def _evaluate(self) -> Evaluation:
-        with self.meters.window("eval"):
-            self.model.eval()
-            with self.autocast:
-                evaluation = self.workload.evaluate(self.model, self.data)
-            self.model.train()
-        name = self.workload.metric_name
-        if name not in evaluation.metrics:
-            raise KeyError(f"workload {self.workload.name!r}: evaluate() returned no {name!r} "
-                           f"(got {', '.join(evaluation.metrics) or 'nothing'})")
-        self.on_files(evaluation.files)
-        s = self.state
-        s.eval_flops = None if s.eval_flops is None or evaluation.flops is None else s.eval_flops + evaluation.flops
-        s.eval_flops_method = evaluation.flops_method
+    def _evaluate(self) -> Optional[Evaluation]:
+        """Evaluate in an ``eval`` window. With several ranks, rank 0 evaluates the unwrapped model
+        (DDP keeps every rank's weights and buffers equal) while the others wait at a barrier."""
+        evaluation = None
+        if self.dist.is_main:
+            with self.meters.window("eval"):
+                self.model.eval()
+                with self.autocast:
+                    evaluation = self.workload.evaluate(self.model, self.data)
+                self.model.train()
+            name = self.workload.metric_name
+            if name not in evaluation.metrics:
+                raise KeyError(f"workload {self.workload.name!r}: evaluate() returned no {name!r} "
+                               f"(got {', '.join(evaluation.metrics) or 'nothing'})")
+            self.on_files(evaluation.files)
+            s = self.state
+            s.eval_flops = None if s.eval_flops is None or evaluation.flops is None else s.eval_flops + evaluation.flops
+            s.eval_flops_method = evaluation.flops_method
+        self.dist.barrier()
         return evaluation
 
-    def _curve_row(self, metric: float) -> dict[str, Any]:
+    def _progress(self) -> dict[str, Any]:
+        """The curve row's work so far (every rank's samples and FLOPs, earlier segments' time and
+        energy); with several ranks a collective, so every rank calls it."""
         s = self.state
-        totals = self.totals()  # earlier segments included
+        totals = self.totals()
+        samples, flops = s.samples, self.flops.train_flops("train")
+        if self.dist.enabled:
+            samples, flops = self.dist.sum([samples, flops])
         train_s = totals["train_time_s"]
         return dict(
-            eval_index=len(s.curve), train_samples=s.samples, train_steps=s.steps,
-            epochs=s.samples / self.data.num_train, train_flops=self.flops.train_flops("train"),
-            train_time_s=train_s,
+            eval_index=len(s.curve), train_samples=int(samples), train_steps=s.steps,
+            epochs=samples / self.data.num_train, train_flops=flops, train_time_s=train_s,
             hardware_burden_flops=None if self.burden_flops_per_s is None else self.burden_flops_per_s * train_s,
-            energy_total_j=totals["energy_total_j"], wall_time_s=totals["wall_time_s"],
-            metric_name=self.workload.metric_name, metric_value=metric,
-            error=self.workload.error_from_metric(metric), window=CURVE_WINDOW,
+            energy_total_j=totals["energy_total_j"],
         )
+
+    def _curve_row(self, progress: dict[str, Any], metric: float) -> dict[str, Any]:
+        wall = time.perf_counter() - self.wall_start + (self.previous.get("wall_time_s") or 0.0)
+        return dict(progress, wall_time_s=wall, metric_name=self.workload.metric_name, metric_value=metric,
+                    error=self.workload.error_from_metric(metric), window=CURVE_WINDOW)
 
     def train(self) -> TrainOutcome:
         """Train to ``total_steps``, evaluating on the schedule; stop early on NaN or a signal."""
         s, t = self.state, self.t
         evals = set(eval_steps(self.total_steps, t.num_evals))
-        batches = batches_forever(self.data, t.batch_size, torch.Generator().manual_seed(self.cfg.seed))
+        batches = shard(batches_forever(self.data, t.batch_size, torch.Generator().manual_seed(self.cfg.seed)),
+                        self.dist)
         if self._resume_rng is not None:
             # the data position: replay the seeded batch stream to where the checkpoint was taken,
             # then the RNG states as they were there (the replay may draw from them)
@@ -280,15 +340,20 @@ class TrainLoop:
             log.info("resumed at step %d/%d (segment %d)", s.steps, self.total_steps, self.segment + 1)
         self._last_checkpoint = time.perf_counter()
         evaluation: Optional[Evaluation] = None
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.workload.device)
+        evaluated = False
+        device = self.workload.device
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        # With several ranks, stop, divergence and checkpoint are decided together (Dist.agree) at
+        # the check steps; alone, a signal is seen after the step it arrives in.
+        stopping = checkpoint_now = False
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.model.train()
         with contextlib.ExitStack() as stack:
             stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
-            bar = stack.enter_context(contextlib.closing(_progress(self.total_steps, t.progress)))
+            bar = stack.enter_context(contextlib.closing(_progress(self.total_steps, t.progress and self.dist.is_main)))
             while s.steps < self.total_steps:
-                if self.stop.requested:
+                if stopping or (self.stop.requested and not self.dist.enabled):
                     return self._interrupted()
                 if self.first_step_at is None:
                     self.first_step_at = time.time()
@@ -303,16 +368,25 @@ class TrainLoop:
                     s.steps += 1
                     s.samples += self.workload.batch_size_of(batch)
                     bar.update(1)
-                    check = s.steps % NONFINITE_CHECK_EVERY_STEPS == 0 or s.steps in evals or self.stop.requested
-                    if check and nonfinite.item():
+                    if self.dist.enabled:
+                        check = s.steps % NONFINITE_CHECK_EVERY_STEPS == 0 or s.steps in evals
+                        if not check:
+                            continue
+                        diverged, stopping, checkpoint_now = self.dist.agree(
+                            device, nonfinite, self.stop.requested, self._checkpoint_due())
+                    else:
+                        check = s.steps % NONFINITE_CHECK_EVERY_STEPS == 0 or s.steps in evals or self.stop.requested
+                        diverged = check and bool(nonfinite.item())
+                        stopping, checkpoint_now = self.stop.requested, self._checkpoint_due()
+                    if diverged:
                         self.meters.end()
                         return TrainOutcome("diverged", f"training loss became NaN or infinite by step {s.steps}")
                     if check:
                         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                    if s.steps in evals or self.stop.requested or self._checkpoint_due():
+                    if s.steps in evals or stopping or checkpoint_now:
                         break
                 self.meters.end()
-                if self.stop.requested:
+                if stopping:
                     if self.checkpoint_every_s is not None:
                         self.save_checkpoint()
                     return self._interrupted()
@@ -320,16 +394,24 @@ class TrainLoop:
                 if s.steps not in evals:  # a checkpoint's break
                     self.save_checkpoint()
                     continue
-                evaluation = self._evaluate()
-                metric = evaluation.metrics[self.workload.metric_name]
-                s.curve.append(self._curve_row(metric))
-                self.on_curve(s.curve)
-                log.info("step %d/%d  %s  train %.1fs", s.steps, self.total_steps,
-                         "  ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()), self.meters.seconds("train"))
-                if self._checkpoint_due() and s.steps < self.total_steps:
+                progress = self._progress()
+                evaluation, evaluated = self._evaluate(), True
+                if evaluation is not None:
+                    metric = evaluation.metrics[self.workload.metric_name]
+                    s.curve.append(self._curve_row(progress, metric))
+                    self.on_curve(s.curve)
+                    log.info("step %d/%d  %s  train %.1fs", s.steps, self.total_steps,
+                             "  ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()),
+                             self.meters.seconds("train"))
+                due = self._checkpoint_due()
+                if self.dist.enabled:
+                    (due,) = self.dist.agree(device, due)
+                if due and s.steps < self.total_steps:
                     self.save_checkpoint()
-        if evaluation is None:  # resumed after the last evaluation: nothing left to train
+        if not evaluated:  # resumed after the last evaluation: nothing left to train
             evaluation = self._evaluate()
+        if evaluation is None:  # a rank other than 0: rank 0 reports the metrics
+            return TrainOutcome("ok")
         final = s.curve[-1]
         return TrainOutcome("ok", metric_value=final["metric_value"], error=final["error"],
                             metrics=dict(evaluation.metrics), metric_details=dict(evaluation.details) or None)

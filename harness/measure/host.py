@@ -52,6 +52,18 @@ class HostMeter:
         self._total = self._total + (self._last - self._start)
         self._start = None
 
+    @property
+    def process_cpu_s(self) -> float:
+        """This process's CPU seconds in the training windows so far."""
+        return self._total.process_cpu_s
+
+    def add_sibling_cpu_s(self, cpu_s: float) -> None:
+        """Count ``cpu_s`` of the run's other processes on this host (the other ranks of a torchrun
+        run) as the run's own, not as other processes' load; call before :meth:`finish`."""
+        import dataclasses
+
+        self._total = dataclasses.replace(self._total, children_cpu_s=(self._total.children_cpu_s or 0.0) + cpu_s)
+
     def finish(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "num_threads": self.num_threads,
