@@ -25,6 +25,11 @@ class LiteratureConfig:
     root: Optional[str] = None
     # Where downloaded files are kept (and looked for when root is not given).
     cache_dir: str = "results/cache/literature"
+    # The project's shared copy, tried after the cache and before a download when root is not
+    # given (conf/analysis/analysis.yaml: $COMPUTELIMITS_SHARED_DATA/literature, else
+    # ../shared/data/literature), so `python -m analysis results.root=results/reference` works
+    # offline in a checkout beside shared/. null: never.
+    shared_root: Optional[str] = None
     # Downloading from the pinned URLs happens only when this is true.
     download: bool = False
     # Draw the Epoch AI context figure when its CSV is available.

@@ -57,6 +57,20 @@ FRONTIER_MEASURES: dict[str, str] = {
     "hardware_burden": "hardware_burden_flops",
 }
 
+# Theory's lower bound on k (compute grows at least as error^-4): Thompson, Greenewald, Lee and
+# Manso, arXiv 2007.05558, sec. 2 ("Deep learning's computational requirements in theory"): for
+# an over-parameterised model the parameters grow with the data points, so compute grows at least
+# as (data points)^2; with error falling as (data points)^-1/2 at best, compute grows at least as
+# error^-4.
+THEORY_K_MIN: float = 4.0
+# Iso-FLOP budgets of the compute-optimal allocation (Hoffmann et al. 2022, arXiv 2203.15556,
+# sec. 3.2): final points whose training compute lies within this factor of the budget's smallest
+# share a budget. The scaling grids (conf/harness/experiment/scaling_*.yaml) step model compute
+# and training budget by 2x each, so one grid anti-diagonal is one budget; sqrt(2) is half that
+# step on a log scale, wide enough for a rounded channel count (~+-10%) and narrow enough never
+# to join two diagonals.
+ALLOCATION_BUDGET_RATIO: float = 2.0 ** 0.5
+
 # --- Datasets -------------------------------------------------------------------------------
 # The dataset each literature benchmark is evaluated on, as the harness names it in result.json
 # ``dataset`` (harness data registry: ``data.name``). A measured run on any other dataset (e.g.
@@ -69,6 +83,11 @@ BENCHMARK_DATASET: dict[str, str] = {
     "wmt2014_en_fr": "wmt2014_en_fr",
     "wmt2014_en_de": "wmt2014_en_de",
 }
+# What keeps measured runs apart: one fit per (benchmark, dataset, eval set, hardware). A proxy
+# dataset is never pooled with the benchmark's own; a test subset never with the full test set;
+# runs from different hardware (device, CPU threads, precision: analysis.measured.hardware_label)
+# never share a fit, since hardware burden, J/FLOP and FLOP/s belong to one machine.
+GROUP_KEY: tuple[str, ...] = ("benchmark", "dataset", "eval_set", "hardware")
 # result.json config keys that do not change what is trained or evaluated (the lead's contract
 # for issue 7): runs that differ only in these are replicates of one configuration. A key listed
 # here also covers everything below it (``measure`` covers ``measure.codecarbon``).

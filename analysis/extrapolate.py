@@ -36,16 +36,17 @@ import pandas as pd
 
 from analysis.constants import (
     ENERGY_COMPONENTS, ESTIMATED_ENERGY_METHODS, FLOP_PER_LB_CO2_SPECTRUM, FLOP_PER_USD_SPECTRUM,
-    J_PER_KWH, KG_PER_LB, MEASURED_ENERGY_METHODS, TRAINING_MEASURES,
+    GROUP_KEY, J_PER_KWH, KG_PER_LB, MEASURED_ENERGY_METHODS, TRAINING_MEASURES,
 )
 from analysis.fits import Fit
+from analysis.measured import device_label
 
 EXTRAPOLATION_COLUMNS = [
     "benchmark", "dataset", "eval_set", "source", "points", "proxy", "compute_measure",
     "model_form", "target", "target_error", "log10_compute_flops", "compute_flops",
     "co2_lb_spectrum", "co2_kg_spectrum", "cost_usd_spectrum", "j_per_flop_run",
     "j_per_flop_kind", "j_per_flop_basis", "j_per_flop_num_runs", "energy_j_run", "co2_kg_run",
-    "cost_usd_run", "note",
+    "cost_usd_run", "note", "hardware",
 ]
 # Forms that can be inverted for compute at a given error.
 EXTRAPOLATED_FORMS = ("polynomial", "exponential")
@@ -94,20 +95,12 @@ class EnergyPerFlop:
     device: str
     methods: str  # "cpu=..., gpu=..., ram=..."
     kind: str  # see energy_kind
-    group: Optional[tuple[str, str, str]] = None  # (benchmark, dataset, eval_set); None: all runs
+    group: Optional[tuple[str, ...]] = None  # (benchmark, dataset, eval_set, hardware); None: all runs
 
     @property
     def basis(self) -> str:
         return (f"{self.device}; {self.methods}; {self.kind}; energy_total_j / {self.divides_by}, "
                 f"median of {self.n_runs} run(s)")
-
-
-def _device(row: pd.Series) -> str:
-    name = row.get("device_name") or "device not recorded"
-    dtype = row.get("device_type")
-    n = row.get("num_devices")
-    s = f"{name} ({dtype})" if dtype else str(name)
-    return f"{int(n)} x {s}" if isinstance(n, float) and not math.isnan(n) and n > 1 else s
 
 
 def energy_per_flop(runs: pd.DataFrame, by_group: bool) -> list[EnergyPerFlop]:
@@ -120,10 +113,10 @@ def energy_per_flop(runs: pd.DataFrame, by_group: bool) -> list[EnergyPerFlop]:
     if runs.empty:
         return out
     d = runs.copy()
-    d["_device"] = d.apply(_device, axis=1)
+    d["_device"] = d.apply(device_label, axis=1)
     d["_methods"] = d.apply(lambda r: ", ".join(f"{c}={r.get(f'energy_{c}_method') or 'not recorded'}"
                                                 for c in ENERGY_COMPONENTS), axis=1)
-    keys = (["benchmark", "dataset", "eval_set"] if by_group else []) + ["_device", "_methods"]
+    keys = (list(GROUP_KEY) if by_group else []) + ["_device", "_methods"]
     for measure in TRAINING_MEASURES:
         col = ENERGY_DIVISOR[measure]
         ok = d.dropna(subset=["energy_total_j", col])
@@ -134,7 +127,7 @@ def energy_per_flop(runs: pd.DataFrame, by_group: bool) -> list[EnergyPerFlop]:
             out.append(EnergyPerFlop(
                 measure, float((g["energy_total_j"] / g[col]).median()), len(g), DIVISOR_NAME[col],
                 first["_device"], first["_methods"], energy_kind(methods),
-                tuple(key[:3]) if by_group else None))
+                tuple(key[:len(GROUP_KEY)]) if by_group else None))
     return out
 
 
@@ -182,7 +175,7 @@ def extrapolate(fits: list[Fit], best_error: dict[tuple, float], targets: dict[s
         else:
             goals += [(f"{t:g}", float(t)) for t in targets.get(fit.benchmark, [])]
         if fit.source == "measured":
-            key = (fit.benchmark, fit.dataset, fit.eval_set)
+            key = (fit.benchmark, fit.dataset, fit.eval_set, fit.hardware)
             bases = [e for e in energy if e.group == key and e.measure == fit.compute_measure]
         else:
             bases = [e for e in energy if e.group is None and e.measure == fit.compute_measure]
@@ -190,7 +183,7 @@ def extrapolate(fits: list[Fit], best_error: dict[tuple, float], targets: dict[s
             lc, note = log10_compute_at(fit, t)
             c = _pow10(lc)
             base = {"benchmark": fit.benchmark, "dataset": fit.dataset, "eval_set": fit.eval_set,
-                    "source": fit.source, "points": fit.points, "proxy": fit.proxy,
+                    "hardware": fit.hardware, "source": fit.source, "points": fit.points, "proxy": fit.proxy,
                     "compute_measure": fit.compute_measure, "model_form": fit.model_form,
                     "target": label, "target_error": t, "log10_compute_flops": lc,
                     "compute_flops": c}

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from analysis.constants import (  # noqa: E402
-    BENCHMARK_DATASET, BENCHMARK_SPECS, COMPUTE_LABELS, COMPUTE_MEASURES, COMPUTE_SHORT,
+    BENCHMARK_DATASET, BENCHMARK_SPECS, COMPUTE_LABELS, COMPUTE_MEASURES, COMPUTE_SHORT, THEORY_K_MIN,
 )
 from analysis.fits import Fit, line_with_band, quantile_form  # noqa: E402
 
@@ -291,10 +291,11 @@ def measured_group_figure(g, fits: list[Fit], ci_level: float, formats: list[str
     for ax in list(axes.flat)[len(measures):]:
         ax.set_visible(False)
     if g.proxy:
-        title = (f"PROXY: {g.dataset}, standing in for {spec.title} (eval {g.eval_set}). Measured "
-                 f"runs only; not comparable with the {spec.title} literature")
+        title = (f"PROXY: {g.dataset}, standing in for {spec.title} (eval {g.eval_set}; "
+                 f"{g.hardware}). Measured runs only; not comparable with the {spec.title} "
+                 "literature")
     else:
-        title = f"{spec.title} ({g.dataset}, eval {g.eval_set}): measured runs"
+        title = f"{spec.title} ({g.dataset}, eval {g.eval_set}; {g.hardware}): measured runs"
     fig.suptitle(title, fontsize=11)
     return _render(fig, g.name, title, formats, dpi)
 
@@ -346,7 +347,7 @@ def k_summary_figure(fits: list[Fit], formats: list[str], dpi: int) -> Figure | 
                 ax.plot(xmax, i, ">", color=color, ms=5)
         ax.plot(f.k, i, "o" if f.source == "literature" else "D", color=color, ms=5)
         who = ("literature" if f.source == "literature"
-               else f"measured ({f.eval_set}, {f.points})")
+               else f"measured ({f.eval_set}, {f.points}, {f.hardware})")
         labels.append(f"{BENCHMARK_SPECS[f.benchmark].title} · {COMPUTE_SHORT[f.compute_measure]} "
                       f"· {who} (n={f.n})")
     ax.set_yticks(range(len(rows)), labels)
@@ -355,12 +356,12 @@ def k_summary_figure(fits: list[Fit], formats: list[str], dpi: int) -> Figure | 
     ax.xaxis.set_major_locator(FixedLocator([1, 2, 4, 5, 10, 20, 50, 100, 200, 500, 1000]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.axvline(4, color="gray", ls="--", lw=1)
+    ax.axvline(THEORY_K_MIN, color="gray", ls="--", lw=1)
     proxy_note = (f"\n{num_proxy} fit(s) on proxy datasets not shown\n(not comparable; see "
                   "fits.csv, proxy=true)" if num_proxy else "")
     ax.set_xlabel("k, where compute grows as error^-k (log scale)\n"
-                  "bars: bootstrap 95% interval (none under 3 residual d.o.f.\n"
-                  "or on a frontier); arrow: unbounded above\ndashed: k = 4, theory's minimum "
+                  "bars: bootstrap 95% interval (none under 3 residual d.o.f.;\n"
+                  "a frontier's resamples runs); arrow: unbounded above\ndashed: k = 4, theory's minimum "
                   "for over-parameterised models" + proxy_note)
     ax.grid(True, axis="x", ls=":", lw=0.6)
     ax.set_title("Scaling exponent k, polynomial fits on each benchmark's own data")

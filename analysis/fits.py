@@ -26,6 +26,16 @@ Each fit is one row of fits.csv, identified by ``benchmark``, ``dataset``, ``eva
 - ``points``: ``published`` (the literature), ``final`` (one point per measured configuration,
   replicates merged) or ``frontier`` (the compute-efficient frontier over every evaluation in
   the runs' curve.csv; polynomial and exponential forms, training-compute measures only).
+- ``hardware``: measured rows only (empty for the literature), the runs' device, CPU threads and
+  precision (:func:`analysis.measured.hardware_label`); runs on other hardware are other fits.
+
+Intervals for k: a pairs bootstrap of the points for ``published`` and ``final`` fits. Frontier
+points share runs (one run gives several points), so resampling the points would treat them as
+independent draws; the polynomial frontier fit's k interval instead resamples *runs* with
+replacement, rebuilds the frontier from the resampled runs' curve.csv rows and refits
+(:func:`frontier_run_bootstrap_b`; a cluster bootstrap, Davison and Hinkley 1997, sec. 3.8). It
+needs at least :data:`MIN_RUNS_FOR_RUN_BOOTSTRAP` runs behind the frontier. Frontier fits get no
+confidence band either way.
 - ``proxy``: true for a measured dataset that is not the benchmark's own.
 - ``n``: distinct points (configurations, or frontier points); ``num_runs``: the runs behind
   them (null for the literature).
@@ -49,9 +59,13 @@ from analysis.constants import BENCHMARK_DATASET
 
 FIT_COLUMNS = ["benchmark", "dataset", "eval_set", "source", "points", "proxy", "compute_measure",
                "model_form", "a", "b", "b_se", "r2", "n", "num_runs", "k", "k_ci_low", "k_ci_high",
-               "year_coef", "a_se", "year_coef_se", "r2_kind", "note", "runs_left_out"]
+               "year_coef", "a_se", "year_coef_se", "r2_kind", "note", "runs_left_out",
+               "hardware"]
 # Fewer residual degrees of freedom than this: no k interval and no confidence band.
 MIN_DOF_FOR_INTERVAL = 3
+# Fewer runs than this behind a frontier: no run-level bootstrap interval (with one or two runs a
+# resample holds the same one or two curves most of the time, and the interval says nothing).
+MIN_RUNS_FOR_RUN_BOOTSTRAP = 3
 
 
 def quantile_form(q: float) -> str:
@@ -85,6 +99,7 @@ class Fit:
     proxy: bool = False
     num_runs: float = math.nan
     runs_left_out: str = ""  # measured fits: runs of the group that did not enter, and why
+    hardware: str = ""  # measured fits: device, CPU threads, precision (empty: literature)
     min_error: float = math.nan  # lowest error among the fitted points
     # For drawing the line and its band (polynomial forms).
     cov: Optional[np.ndarray] = field(default=None, repr=False)
@@ -99,9 +114,10 @@ class Fit:
         return {c: getattr(self, c) for c in FIT_COLUMNS}
 
     @property
-    def group(self) -> tuple[str, str, str, str, str]:
-        """(benchmark, dataset, eval_set, source, points): the data a fit was made on."""
-        return (self.benchmark, self.dataset, self.eval_set, self.source, self.points)
+    def group(self) -> tuple[str, str, str, str, str, str]:
+        """(benchmark, dataset, eval_set, hardware, source, points): the data a fit was made on."""
+        return (self.benchmark, self.dataset, self.eval_set, self.hardware, self.source,
+                self.points)
 
     def add_note(self, text: str) -> None:
         self.note = f"{self.note}; {text}" if self.note else text
@@ -353,8 +369,75 @@ def fit_measured(groups: list, measures: tuple[str, ...], q: float, min_points: 
                                 resamples, ci_level, rng, points=points, num_runs=num_runs,
                                 interval=points == "final", **label)
                     f.runs_left_out = left_out
+                    f.hardware = grp.hardware
+                    if points == "frontier" and form == "polynomial":
+                        _run_bootstrap_interval(f, grp.curve_rows.get(measure), measure, min_points,
+                                                resamples, ci_level,
+                                                np.random.default_rng([seed, stream, 77]))
                     fits.append(f)
     return fits
+
+
+def frontier_run_bootstrap_b(rows: pd.DataFrame, measure: str, min_points: int, resamples: int,
+                             rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap draws of the frontier's polynomial slope b, resampling runs.
+
+    ``rows``: every usable curve.csv row of a group (columns ``path``, ``measure``, ``error``;
+    compute and error > 0). Each draw picks as many runs as there are, with replacement, keeps
+    the rows of the runs drawn, rebuilds the frontier exactly as
+    :func:`analysis.points.frontier` does (sorted by compute then error, a row kept when its
+    error is below every error at equal or lower compute; a run drawn twice adds nothing) and
+    fits ``log10(e) = a + b log10(C)`` by OLS. A draw with fewer than ``min_points`` frontier
+    points or no spread in compute gives NaN. Vectorised over draws.
+    """
+    d = rows.sort_values([measure, "error"], kind="mergesort")
+    x = np.log10(d[measure].to_numpy(float))
+    y_err = d["error"].to_numpy(float)
+    run_ids, run_of_row = np.unique(d["path"].to_numpy(), return_inverse=True)
+    num_runs = len(run_ids)
+    picks = rng.integers(0, num_runs, size=(resamples, num_runs))
+    drawn = np.zeros((resamples, num_runs), dtype=bool)
+    np.put_along_axis(drawn, picks, True, axis=1)
+    mask = drawn[:, run_of_row]  # (draws, rows)
+    e = np.where(mask, y_err[None, :], np.inf)
+    best_before = np.concatenate([np.full((resamples, 1), np.inf),
+                                  np.minimum.accumulate(e, axis=1)[:, :-1]], axis=1)
+    keep = mask & (e < best_before)
+    w = keep.astype(float)
+    y = np.log10(y_err)
+    n = w.sum(1)
+    sx, sy = w @ x, w @ y
+    sxx, sxy = w @ (x * x), w @ (x * y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = n * sxx - sx * sx
+        b = (n * sxy - sx * sy) / den
+    spread = den > 1e-12 * np.maximum(n * sxx, 1.0)
+    return np.where((n >= min_points) & spread, b, np.nan)
+
+
+def _run_bootstrap_interval(fit: Fit, rows: Optional[pd.DataFrame], measure: str, min_points: int,
+                            resamples: int, ci_level: float, rng: np.random.Generator) -> None:
+    """Give a polynomial frontier fit its k interval from :func:`frontier_run_bootstrap_b`."""
+    if not fit.ok or math.isnan(fit.k) or resamples <= 0 or rows is None or rows.empty:
+        return
+    num_runs = rows["path"].nunique()
+    if fit.n - 2 < MIN_DOF_FOR_INTERVAL:
+        return  # fit_one already says why (residual d.o.f.)
+    if num_runs < MIN_RUNS_FOR_RUN_BOOTSTRAP:
+        fit.note = (f"{num_runs} run(s) behind the frontier (< {MIN_RUNS_FOR_RUN_BOOTSTRAP}): no "
+                    "run-bootstrap k interval")
+        return
+    draws = frontier_run_bootstrap_b(rows, measure, min_points, resamples, rng)
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < max(10, resamples // 2):
+        fit.note = (f"run bootstrap: only {len(draws)} of {resamples} resamples had a frontier of "
+                    f">= {min_points} points: no k interval")
+        return
+    alpha = (1.0 - ci_level) / 2.0
+    lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
+    fit.k_ci_low, fit.k_ci_high = k_interval(float(lo), float(hi))
+    fit.note = (f"k interval: bootstrap over the {num_runs} runs (frontier rebuilt from each "
+                "resample); no confidence band")
 
 
 def fits_table(fits: list[Fit]) -> pd.DataFrame:

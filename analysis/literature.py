@@ -80,10 +80,13 @@ def _download(url: str, dest: Path, sha256: str) -> None:
 
 
 def locate(subdir: str, filename: str, url: str, sha256: str, label: str, root: Optional[str],
-           cache_dir: str, download: bool, required: bool = True) -> Optional[SourceFile]:
-    """Find one literature file: literature.root first, then the cache, then (if allowed) the URL.
+           cache_dir: str, download: bool, required: bool = True,
+           shared_root: Optional[str] = None) -> Optional[SourceFile]:
+    """Find one literature file: literature.root first, then the cache, then the project's shared
+    copy (``literature.shared_root``, when it holds the file), then (if allowed) the URL.
 
     ``root`` may point at the literature folder (holding ``subdir/``) or at ``subdir`` itself.
+    The shared copy is checked against the pinned sha256 like any other (``matches_pin``).
     """
     if root is not None:
         base = Path(root)
@@ -101,26 +104,34 @@ def locate(subdir: str, filename: str, url: str, sha256: str, label: str, root: 
             raise AnalysisError(f"cached file {cached} has sha256 {got}, expected {sha256}; delete "
                                 "it and rerun with literature.download=true")
         return SourceFile(label, cached, got, sha256, "cache")
+    if shared_root is not None:
+        for cand in (Path(shared_root) / subdir / filename, Path(shared_root) / filename):
+            if cand.is_file():
+                return SourceFile(label, cand, sha256_of(cand), sha256, "literature.shared_root")
     if download:
         log.info("downloading %s", url)
         _download(url, cached, sha256)
         return SourceFile(label, cached, sha256, sha256, "download")
     if required:
+        shared = f" nor in literature.shared_root={shared_root}" if shared_root is not None else ""
         raise AnalysisError(f"literature data not available offline: {filename} is not in "
-                            f"literature.cache_dir={cache_dir}; pass literature.root=DIR (e.g. "
-                            "../shared/data/literature) or allow literature.download=true")
+                            f"literature.cache_dir={cache_dir}{shared}; pass literature.root=DIR "
+                            "(e.g. ../shared/data/literature) or allow literature.download=true")
     return None
 
 
-def locate_thompson(spec: BenchmarkSpec, root: Optional[str], cache_dir: str, download: bool
-                    ) -> SourceFile:
+def locate_thompson(spec: BenchmarkSpec, root: Optional[str], cache_dir: str, download: bool,
+                    shared_root: Optional[str] = None) -> SourceFile:
     return locate(THOMPSON_SUBDIR, spec.filename, THOMPSON_URL.format(filename=spec.filename),
-                  spec.sha256, f"Thompson et al. 2022: {spec.title}", root, cache_dir, download)
+                  spec.sha256, f"Thompson et al. 2022: {spec.title}", root, cache_dir, download,
+                  shared_root=shared_root)
 
 
-def locate_epoch(root: Optional[str], cache_dir: str, download: bool) -> Optional[SourceFile]:
+def locate_epoch(root: Optional[str], cache_dir: str, download: bool,
+                 shared_root: Optional[str] = None) -> Optional[SourceFile]:
     return locate(EPOCH_SUBDIR, EPOCH_FILENAME, EPOCH_URL, EPOCH_SHA256,
-                  "Epoch AI: All ML Systems", root, cache_dir, download, required=False)
+                  "Epoch AI: All ML Systems", root, cache_dir, download, required=False,
+                  shared_root=shared_root)
 
 
 def _numeric(df: pd.DataFrame, column: str, path: Path) -> pd.Series:

@@ -9,7 +9,8 @@ Only runs with ``status == "ok"`` and a known error are fitted; the others are c
 Besides the numbers, each row carries what the fits need to keep unlike runs apart:
 
 - ``dataset`` and ``eval_set`` (``full n=10000``, ``subset n=300``, or ``unrecorded n=300`` for
-  files without ``eval_is_subset``): runs are fitted per (benchmark, dataset, eval set);
+  files without ``eval_is_subset``) and ``hardware`` (:func:`hardware_label`: device, CPU
+  threads, precision): runs are fitted per (benchmark, dataset, eval set, hardware);
 - ``config_id``: a configuration's identity, so replicates (same configuration, another seed)
   merge into one point. It is the resolved ``config`` minus the keys that do not change what is
   trained (:data:`analysis.constants.NON_IDENTITY_CONFIG_KEYS`); without a ``config``, the
@@ -85,6 +86,7 @@ NUMERIC_KEYS = {
     "eval_samples": "eval_samples",
     "num_devices": "num_devices",
     "peak_flops_per_s": "peak_flops_per_s",
+    "num_threads": "num_threads",
 }
 # Plausible range of each number of a status-ok run: key -> (low, high, low allowed, why high).
 # Sources in analysis/constants.py. Unknown is null, never 0: 0 fails every lower bound here.
@@ -114,7 +116,7 @@ TEXT_KEYS = ("run_id", "started_at", "workload", "model", "dataset", "device_nam
 BOOL_KEYS = ("eval_is_subset", "contended")
 COLUMNS = ["run_id", "path", "folder", "status", "benchmark", "started_at", "year", *TEXT_KEYS[2:],
            *BOOL_KEYS, "energy_assumptions", "config_id", "config_identity", "identity_basis",
-           *NUMERIC_KEYS.values(), "eval_set", "proxy"]
+           *NUMERIC_KEYS.values(), "eval_set", "proxy", "hardware"]
 
 # curve.csv: columns the frontier reads. ``error`` and ``train_flops`` were there from the start;
 # ``hardware_burden_flops`` and ``window`` came with issue 7 and may be missing.
@@ -182,8 +184,10 @@ def _check_plausible(row: dict[str, Any], path: Path) -> None:
     e = row["error"]
     if math.isnan(e):
         return
-    if not 0.0 < e < 1.0:
-        raise AnalysisError(f"{show(path)}: key 'error' is {e:g}; must be a fraction in (0, 1) in "
+    # 1.0 is a real outcome (box AP, BLEU or F1 of exactly 0 after a short budget); log10(1) = 0
+    # and 1/1 = 1 fit like any other error.
+    if not 0.0 < e <= 1.0:
+        raise AnalysisError(f"{show(path)}: key 'error' is {e:g}; must be a fraction in (0, 1] in "
                             "the paper's convention (e.g. 1 - top-1)")
     n = row["eval_samples"]
     if row["benchmark"] in COUNT_ERROR_BENCHMARKS and not math.isnan(n):
@@ -357,7 +361,35 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     # A proxy is any dataset that is not the benchmark's own; an unknown dataset counts as one
     # (nothing says it is the benchmark's data).
     row["proxy"] = row["dataset"] != BENCHMARK_DATASET.get(bench)
+    row["hardware"] = hardware_label(row)
     return row, data
+
+
+def device_label(row: Any) -> str:
+    """``NVIDIA H100 (cuda)``, ``4 x NVIDIA H100 (cuda)``; ``device not recorded`` without a name."""
+    name = row.get("device_name") or "device not recorded"
+    dtype = row.get("device_type")
+    n = row.get("num_devices")
+    s = f"{name} ({dtype})" if dtype else str(name)
+    return f"{int(n)} x {s}" if isinstance(n, float) and not math.isnan(n) and n > 1 else s
+
+
+def hardware_label(row: Any) -> str:
+    """What a run ran on, as the measured fits keep it apart: device (and count), CPU threads,
+    precision, e.g. ``AMD EPYC (cpu), 2 threads, fp32`` or ``NVIDIA H200 (cuda), bf16``.
+
+    Runs with different labels are never pooled in one fit (:mod:`analysis.points`): hardware
+    burden is devices x peak x time, and a CPU's peak (and so its burden) is derived from the
+    threads it used (harness.measure.peaks); the precision changes the time and can change the
+    error. FLOP counts do not depend on the hardware, but a fit stays on one machine so that
+    its frontier, J/FLOP and FLOP/s describe that machine.
+    """
+    parts = [device_label(row)]
+    threads = row.get("num_threads")
+    if row.get("device_type") == "cpu" and isinstance(threads, float) and not math.isnan(threads):
+        parts.append(f"{int(threads)} thread{'s' if threads != 1 else ''}")
+    parts.append(row.get("precision") or "precision not recorded")
+    return ", ".join(parts)
 
 
 # --- finding the files ------------------------------------------------------------------------

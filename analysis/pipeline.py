@@ -34,7 +34,8 @@ from analysis.literature import load_epoch, load_thompson, locate_epoch, locate_
 from analysis.measured import RunScan
 from analysis.measures import consolidate
 from analysis.points import MeasuredGroup, MeasuredSummary, build_groups, points_table
-from analysis.report import build_html, measured_lines, summary_lines
+from analysis.report import build_html, measured_lines, study_lines, summary_lines
+from analysis.study import allocation_budgets, allocation_fits, comparison_table, hardware_table
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ class Outputs:
     points: pd.DataFrame = field(default_factory=pd.DataFrame)
     measured: MeasuredSummary = field(default_factory=MeasuredSummary)
     energy: list[EnergyPerFlop] = field(default_factory=list)
+    # The measured study (analysis.study): measured_vs_literature.csv, allocation_budgets.csv,
+    # allocation_fits.csv, measured_hardware.csv
+    comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
+    budgets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    allocation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hardware: pd.DataFrame = field(default_factory=pd.DataFrame)
     scan: RunScan | None = None  # what was found under results.root and what was left out
     #: Where the time went: read, fits, figures, within_family, write (seconds).
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -95,7 +102,8 @@ def run(cfg: Any) -> Outputs:
     sources, frames, notes = [], [], []
     for name in BENCHMARKS:
         spec = BENCHMARK_SPECS[name]
-        src = locate_thompson(spec, lit_cfg.root, lit_cfg.cache_dir, lit_cfg.download)
+        src = locate_thompson(spec, lit_cfg.root, lit_cfg.cache_dir, lit_cfg.download,
+                              lit_cfg.shared_root)
         df = load_thompson(spec, src)
         sources.append(src)
         frames.append(df)
@@ -108,7 +116,7 @@ def run(cfg: Any) -> Outputs:
     literature = pd.concat(frames, ignore_index=True)
     epoch = None
     if lit_cfg.epoch:
-        esrc = locate_epoch(lit_cfg.root, lit_cfg.cache_dir, lit_cfg.download)
+        esrc = locate_epoch(lit_cfg.root, lit_cfg.cache_dir, lit_cfg.download, lit_cfg.shared_root)
         if esrc is not None:
             epoch = load_epoch(esrc)
             sources.append(esrc)
@@ -171,13 +179,14 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
             notes.append(f"Consolidated hardware burden, measured {g.label}: "
                          f"{g.consolidation.describe()}.")
 
-    # 3. Fits: the literature per benchmark; measured runs per (benchmark, dataset, eval set).
+    # 3. Fits: the literature per benchmark; measured runs per (benchmark, dataset, eval set,
+    # hardware): analysis.constants.GROUP_KEY.
     fits = fit_all(literature, "literature", COMPUTE_MEASURES, BENCHMARKS, **common)
     fits += fit_measured(groups, COMPUTE_MEASURES, **common)
     fits_df = fits_table(fits)
 
     # 4. Extrapolations. J/FLOP from runs whose time-based numbers survived the contention rule.
-    best = {(b, BENCHMARK_DATASET.get(b, b), "published", "literature", "published"):
+    best = {(b, BENCHMARK_DATASET.get(b, b), "published", "", "literature", "published"):
             float(d["error"].min()) for b, d in literature.groupby("benchmark")}
     for g in groups:
         best[(*g.key, "measured", "final")] = g.min_error
@@ -186,6 +195,12 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
     ext_cfg = cfg.extrapolation
     extrap = extrapolate(fits, best, {k: list(v) for k, v in ext_cfg.targets.items()}, energy,
                          ext_cfg.carbon_intensity_g_per_kwh, ext_cfg.price_usd_per_kwh)
+    # The measured study: measured k beside the literature's, the compute-optimal allocation,
+    # FLOP/s and J/FLOP per group.
+    comparison = comparison_table(groups, fits)
+    budgets = allocation_budgets(groups)
+    allocation = allocation_fits(groups, budgets)
+    hw_table = hardware_table(groups, energy)
 
     # 5. Figures (in memory). A proxy dataset never goes on the literature's axes: each measured
     # group gets its own figure, and only the benchmark's own dataset joins the literature's.
@@ -237,10 +252,13 @@ def _analyse(cfg, literature, runs_all, runs, curves, curve_counts, epoch, count
     elif scan.num_files:
         summary += measured_lines(len(runs_all), msum, groups, fit_cfg.include_contended,
                                   runs=runs_all, scan=scan)
+        summary += study_lines(comparison, allocation)
     return Outputs(fits=fits, fits_df=fits_df, extrapolations=extrap, within=within,
                    within_fits=within_fits, literature=literature, runs=runs_all, figures=figures,
                    summary=summary, groups=groups, points=points_table(groups), measured=msum,
-                   energy=energy, stage_seconds=stage, figures_drawn=cache.misses, figures_cached=cache.hits)
+                   energy=energy, comparison=comparison, budgets=budgets, allocation=allocation,
+                   hardware=hw_table, stage_seconds=stage, figures_drawn=cache.misses,
+                   figures_cached=cache.hits)
 
 
 def _write(cfg, out: Outputs, sources, runs, notes) -> list[Path]:
@@ -251,6 +269,11 @@ def _write(cfg, out: Outputs, sources, runs, notes) -> list[Path]:
     ]
     if not out.points.empty:
         files.append((out_dir / "measured_points.csv", _csv(out.points)))
+    # The study tables: always written (the comparison has a row per benchmark even without runs).
+    files += [(out_dir / "measured_vs_literature.csv", _csv(out.comparison)),
+              (out_dir / "allocation_budgets.csv", _csv(out.budgets)),
+              (out_dir / "allocation_fits.csv", _csv(out.allocation)),
+              (out_dir / "measured_hardware.csv", _csv(out.hardware))]
     if not out.within.empty:
         files.append((out_dir / "within_family.csv", _csv(out.within)))
     for fig in out.figures:
@@ -260,7 +283,8 @@ def _write(cfg, out: Outputs, sources, runs, notes) -> list[Path]:
         fits=out.fits, fits_df=out.fits_df, extrap=out.extrapolations, within=out.within,
         within_fits=out.within_fits, figures=out.figures, sources=sources, runs=out.runs,
         n_fitted_runs=len(runs), energy=out.energy, notes=notes, points=out.points,
-        groups=out.groups, measured=out.measured, scan=out.scan,
+        groups=out.groups, measured=out.measured, scan=out.scan, comparison=out.comparison,
+        budgets=out.budgets, allocation=out.allocation, hardware=out.hardware,
         settings={"ci_level": cfg.fit.ci_level, "resamples": cfg.fit.bootstrap_resamples,
                   "carbon_intensity_g_per_kwh": cfg.extrapolation.carbon_intensity_g_per_kwh,
                   "price_usd_per_kwh": cfg.extrapolation.price_usd_per_kwh,

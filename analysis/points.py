@@ -1,9 +1,13 @@
 """From measured runs to the points a fit sees: groups, replicates, contention and the frontier.
 
-- **Groups.** Measured runs are fitted per (benchmark, dataset, eval set). A dataset that is not
-  the benchmark's own (``proxy``) is never pooled with another dataset nor fitted with the
-  literature; runs evaluated on a subset (or on another number of samples) are never pooled with
-  full-test-set runs (``eval_set``, see :mod:`analysis.measured`).
+- **Groups.** Measured runs are fitted per (benchmark, dataset, eval set, hardware)
+  (:data:`analysis.constants.GROUP_KEY`). A dataset that is not the benchmark's own (``proxy``)
+  is never pooled with another dataset nor fitted with the literature; runs evaluated on a
+  subset (or on another number of samples) are never pooled with full-test-set runs
+  (``eval_set``); runs on other hardware (device, CPU threads or precision:
+  :func:`analysis.measured.hardware_label`) are never pooled either, so the GPU defaults under
+  ``results/reference/nvidia-h200/`` and a CPU grid under ``results/reference/<cpu>/`` are
+  separate fits wherever they sit under ``results.root``. The folder layout plays no part.
 - **Replicates.** Runs of one configuration (same ``config_id``: same config apart from seed, run
   name, output paths and measurement settings) become one point: the mean error and the mean
   compute, with their standard deviations (ddof=1; null for a single run) and the run count. A
@@ -36,31 +40,35 @@ import numpy as np
 import pandas as pd
 
 from analysis.constants import (
-    BENCHMARK_SPECS, COMPUTE_MEASURES, FRONTIER_MEASURES, TIME_MEASURES,
+    BENCHMARK_SPECS, COMPUTE_MEASURES, FRONTIER_MEASURES, GROUP_KEY, TIME_MEASURES,
 )
 from analysis.measures import ConsolidationFit, consolidate
 
-GROUP_COLUMNS = ["benchmark", "dataset", "eval_set"]
+GROUP_COLUMNS = list(GROUP_KEY)
 # Compute measure -> the result.json key it comes from (for "without <key>" in the accounting).
 RESULT_KEYS = {"forward_pass": "fwd_flops_per_sample", "network_operations": "train_flops",
                "hardware_burden": "hardware_burden_flops"}
-POINT_COLUMNS = ["benchmark", "dataset", "eval_set", "proxy", "points", "compute_measure",
+POINT_COLUMNS = ["benchmark", "dataset", "eval_set", "hardware", "proxy", "points", "compute_measure",
                  "config_id", "config", "num_runs", "compute_flops", "compute_flops_std",
                  "error", "error_std", "run_ids", "seeds", "eval_index"]
 
 
 @dataclass
 class MeasuredGroup:
-    """The measured runs of one (benchmark, dataset, eval set), as fit-ready points."""
+    """The measured runs of one (benchmark, dataset, eval set, hardware), as fit-ready points."""
 
     benchmark: str
     dataset: str
     eval_set: str
     proxy: bool
     runs: pd.DataFrame  # status-ok runs; time measures null where contention leaves them out
+    hardware: str = ""
     # compute measure -> points with columns [measure, "error", "year", ...] (see merge_replicates)
     final: dict[str, pd.DataFrame] = field(default_factory=dict)
     frontier: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # frontier measure -> every usable curve.csv row the frontier was built from ([path, measure,
+    # error]): what the run-level bootstrap of the frontier's k resamples (analysis.study)
+    curve_rows: dict[str, pd.DataFrame] = field(default_factory=dict)
     consolidation: ConsolidationFit | None = None
     # (points, measure) -> (runs that entered the fit, {reason: runs left out}); see accounting
     entered: dict[tuple[str, str], tuple[int, dict[str, int]]] = field(default_factory=dict)
@@ -72,19 +80,19 @@ class MeasuredGroup:
         return text + ("; " + left_out_text(why) if why else "")
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.benchmark, self.dataset, self.eval_set)
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.benchmark, self.dataset, self.eval_set, self.hardware)
 
     @property
     def label(self) -> str:
         title = BENCHMARK_SPECS[self.benchmark].title
         kind = f"proxy for {title}" if self.proxy else title
-        return f"{self.dataset} ({kind}; eval {self.eval_set})"
+        return f"{self.dataset} ({kind}; eval {self.eval_set}; {self.hardware})"
 
     @property
     def name(self) -> str:
         """File-name stem of the group's own figure."""
-        raw = f"measured_{self.benchmark}_{self.dataset}_{self.eval_set}"
+        raw = f"measured_{self.benchmark}_{self.dataset}_{self.eval_set}_{self.hardware}"
         return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("_")
 
     @property
@@ -231,7 +239,7 @@ def build_groups(runs: pd.DataFrame, curves: pd.DataFrame, curve_counts: dict[st
         # Blank the time-based numbers of contended runs: they drop out of every time-based fit,
         # of the consolidation fit and of J/FLOP, and keep their FLOP counts and error.
         runs.loc[contended, ["hardware_burden", "train_time_s", "energy_total_j"]] = math.nan
-    runs["_group"] = runs["benchmark"] + "|" + runs["dataset"] + "|" + runs["eval_set"]
+    runs["_group"] = runs[GROUP_COLUMNS].astype(str).agg("|".join, axis=1)
     # Consolidated burden per group only: the burden-on-operations relation is never borrowed
     # from another dataset (no pooled fallback for measured runs).
     runs, cons = consolidate(runs, min_points, by="_group", pooled_fallback=False)
@@ -241,10 +249,10 @@ def build_groups(runs: pd.DataFrame, curves: pd.DataFrame, curve_counts: dict[st
     summary.num_configs = int(runs.groupby(["_group", "config_id"]).ngroups)
 
     groups = []
-    for (bench, ds, ev), g in runs.groupby(GROUP_COLUMNS, sort=True):
+    for (bench, ds, ev, hw), g in runs.groupby(GROUP_COLUMNS, sort=True):
         grp = MeasuredGroup(bench, ds, ev, bool(g["proxy"].iloc[0]),
                             g.drop(columns=["_group", "_had_burden"]).reset_index(drop=True),
-                            consolidation=cons.get(f"{bench}|{ds}|{ev}"))
+                            hardware=hw, consolidation=cons.get(f"{bench}|{ds}|{ev}|{hw}"))
         for m in COMPUTE_MEASURES:
             grp.final[m] = merge_replicates(grp.runs, m)
             grp.entered[("final", m)] = _final_accounting(g, m, include_contended)
@@ -256,6 +264,11 @@ def build_groups(runs: pd.DataFrame, curves: pd.DataFrame, curve_counts: dict[st
                 excluded = set(g.loc[g["_contended"], "path"])
                 src = c[~c["path"].isin(excluded)]
             grp.entered[("frontier", m)] = _frontier_accounting(g, c, col, excluded)
+            usable = src.dropna(subset=[col, "error"]) if not src.empty else src
+            grp.curve_rows[m] = (usable.loc[(usable[col] > 0) & (usable["error"] > 0),
+                                            ["path", col, "error"]].rename(columns={col: m})
+                                 .reset_index(drop=True) if len(usable)
+                                 else pd.DataFrame(columns=["path", m, "error"]))
             f = frontier(src, col) if not src.empty else src
             f = f.merge(g[["path", "run_id", "config_id", "year"]], on="path", how="left") if len(f) else f
             grp.frontier[m] = (f.rename(columns={col: m}) if len(f)
@@ -270,7 +283,7 @@ def points_table(groups: list[MeasuredGroup]) -> pd.DataFrame:
     for grp in groups:
         labels = _varying_config(grp.runs)
         base = {"benchmark": grp.benchmark, "dataset": grp.dataset, "eval_set": grp.eval_set,
-                "proxy": grp.proxy}
+                "hardware": grp.hardware, "proxy": grp.proxy}
         for m, pts in grp.final.items():
             for _, p in pts.iterrows():
                 rows.append({**base, "points": "final", "compute_measure": m,

@@ -16,6 +16,7 @@ from analysis.extrapolate import kind_words
 from analysis.figures import Figure
 from analysis.fits import Fit
 from analysis.points import contended_mask
+from analysis.study import SCOPE_STATEMENT
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -82,6 +83,7 @@ text-align:right;white-space:nowrap}th{background:#f4f4f4;position:sticky;top:0}
 td:first-child,th:first-child{text-align:left}.scroll{max-height:520px;overflow:auto;border:1px solid #eee}
 figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
 .muted{color:#777}code{background:#f4f4f4;padding:0 3px}li{margin:.2em 0}
+.pair{display:flex;gap:1em;align-items:flex-start}.pair figure{flex:1;min-width:0}
 """
 
 
@@ -98,7 +100,8 @@ def _groups_table(groups: list[Any]) -> pd.DataFrame:
     for g in groups:
         runs = g.runs
         rows.append({"benchmark": g.benchmark, "dataset": g.dataset, "eval_set": g.eval_set,
-                     "proxy": "PROXY" if g.proxy else "no", "runs": len(runs),
+                     "hardware": g.hardware, "proxy": "PROXY" if g.proxy else "no",
+                     "runs": len(runs),
                      "configurations": runs["config_id"].nunique(),
                      "contended": int(contended_mask(runs["contended"]).sum()),
                      "no contention record": int(runs["contended"].isna().sum()),
@@ -143,7 +146,10 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                sources: list[Any], runs: pd.DataFrame, n_fitted_runs: int,
                energy: list[Any], notes: list[str], settings: dict[str, Any],
                points: Optional[pd.DataFrame] = None, groups: Optional[list[Any]] = None,
-               measured: Any = None, scan: Any = None) -> str:
+               measured: Any = None, scan: Any = None,
+               comparison: Optional[pd.DataFrame] = None, budgets: Optional[pd.DataFrame] = None,
+               allocation: Optional[pd.DataFrame] = None,
+               hardware: Optional[pd.DataFrame] = None) -> str:
     groups = groups or []
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<title>computelimits: scaling analysis</title>", f"<style>{CSS}</style></head><body>",
@@ -157,7 +163,14 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                  "log10(compute)</code>.</p>")
     parts.append(_table(reproduction_table(fits)))
 
-    parts.append("<h2>Figures</h2><p>Measured runs are fitted per (benchmark, dataset, eval set). "
+    shown: set[str] = set()
+    if comparison is not None:
+        parts += measured_vs_literature_html(comparison, budgets, allocation, hardware, groups,
+                                             figures, settings, shown)
+    figures = [f for f in figures if f.name not in shown]
+
+    parts.append("<h2>Figures</h2><p>Measured runs are fitted per (benchmark, dataset, eval set, "
+                 "hardware). "
                  "Only runs on a benchmark's own dataset share the literature's axes; a proxy "
                  "dataset (e.g. Fashion-MNIST standing in for ImageNet) has its own figure, "
                  "titled PROXY, and is left out of the k summary and the Epoch context figure: "
@@ -168,9 +181,11 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                  "compute measure, model form). k = 1/|b| for the power-law forms (compute grows "
                  "as error<sup>-k</sup>); its interval is a "
                  f"{settings['ci_level']:.0%} pairs bootstrap ({settings['resamples']} "
-                 "resamples) mapped through k = -1/b; ∞ means the interval for b reaches 0. No "
-                 "interval and no band where a fit has under 3 residual degrees of freedom, nor "
-                 "on frontier points (they share runs). <code>n</code> counts distinct points: "
+                 "resamples) mapped through k = -1/b; ∞ means the interval for b reaches 0. Frontier "
+                 "points share runs, so a frontier's interval resamples runs instead and rebuilds "
+                 "the frontier each time (polynomial form only, 3 runs or more); frontier fits "
+                 "have no band. No interval and no band where a fit has under 3 residual degrees "
+                 "of freedom. <code>n</code> counts distinct points: "
                  "replicates of one configuration are one point (<code>num_runs</code> counts "
                  "the runs). <code>points</code>: <code>published</code>, <code>final</code> (a "
                  "run's last evaluation, replicates merged) or <code>frontier</code> (the "
@@ -222,7 +237,9 @@ def build_html(*, fits: list[Fit], fits_df: pd.DataFrame, extrap: pd.DataFrame,
                      "say how many runs entered it and why the others did not.</p>")
         parts.append(_table(status))
     if groups:
-        parts.append("<h3>Measured groups</h3><p>Each row is fitted on its own.</p>")
+        parts.append("<h3>Measured groups</h3><p>Each row is fitted on its own: runs on other "
+                     "hardware (device, CPU threads, precision), another dataset or another eval "
+                     "set are other groups.</p>")
         parts.append(_table(_groups_table(groups)))
         if measured is not None:
             contention = contention_sentence(measured, settings.get("include_contended", False))
@@ -321,11 +338,13 @@ def measured_lines(num_found: int, measured: Any, groups: list[Any], include_con
         lines = [f"measured runs: {num_found} found, {measured.num_runs} with status ok and an "
                  "error"]
     lines.append(f"  {measured.num_runs} run(s) as {measured.num_configs} distinct "
-                 f"configuration(s) in {len(groups)} group(s) of (benchmark, dataset, eval set), "
+                 f"configuration(s) in {len(groups)} group(s) of (benchmark, dataset, eval set, "
+                 "hardware), "
                  "each fitted on its own")
     for g in groups:
         tag = " PROXY (own figure, never with the literature)" if g.proxy else ""
-        lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set}: {len(g.runs)} run(s), "
+        lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set} / {g.hardware}: "
+                     f"{len(g.runs)} run(s), "
                      f"{g.runs['config_id'].nunique()} configuration(s){tag}")
     if measured.num_runs:
         lines.append(contention_sentence(measured, include_contended))
@@ -334,7 +353,7 @@ def measured_lines(num_found: int, measured: Any, groups: list[Any], include_con
         lines.append("runs per measured fit (how many entered; the others, and why):")
     for g in groups:
         for points, measure in g.entered:
-            lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set}, {points}, "
+            lines.append(f"  {g.benchmark} / {g.dataset} / eval {g.eval_set} / {g.hardware}, {points}, "
                          f"{COMPUTE_SHORT.get(measure, measure)}: {g.accounting(points, measure)}")
     return lines
 
@@ -361,8 +380,10 @@ def summary_lines(fits: Iterable[Fit], within_fits: Iterable[Fit]) -> list[str]:
         k = _k(f)
         if "residual d.o.f." in f.note:
             k += " (no interval: < 3 residual d.o.f.)"
-        elif f.points == "frontier":
+        elif f.points == "frontier" and math.isnan(f.k_ci_low):
             k += " (no interval: frontier points share runs)"
+        elif f.points == "frontier":
+            k += " (interval: bootstrap over runs)"
         lines.append(f"{lead}{f.b:>9.4f}{f.b_se:>8.4f}{f.r2:>7.3f}  {k}")
     if any_proxy:
         lines.append("* proxy dataset: fitted on its own, not comparable with the benchmark's "
@@ -390,3 +411,141 @@ def _k(f: Fit) -> str:
 def benchmark_title(name: str) -> str:
     spec = BENCHMARK_SPECS.get(name)
     return spec.title if spec else name
+
+
+# --- the measured study (issue 15) -------------------------------------------------------------
+
+def _interval(lo: Any, hi: Any) -> str:
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return "–"
+    return f"[{fmt(lo, 3)}, {fmt(hi, 3)}]"
+
+
+def _yes_no(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return "yes" if bool(v) else "no"
+
+
+def comparison_display(comparison: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """The report's "Measured vs literature" table for one compute measure: one row per
+    benchmark and measured group; a proxy dataset says so in its own column."""
+    c = comparison[comparison["compute_measure"] == measure]
+    rows = []
+    for _, r in c.iterrows():
+        ds = r["dataset"] if isinstance(r["dataset"], str) else "–"
+        if r["proxy"] is True or r["proxy"] == 1:
+            ds = f"{ds} (PROXY)"
+        rows.append({
+            "benchmark": r["benchmark_title"], "measured on": ds,
+            "hardware": r["hardware"] if isinstance(r["hardware"], str) else "–",
+            "measured n (runs)": (f"{fmt(r['measured_n'])} ({fmt(r['measured_num_runs'])})"
+                                  if not pd.isna(r["measured_n"]) else "–"),
+            "measured k": fmt(r["measured_k"], 3),
+            "measured interval": _interval(r["measured_k_ci_low"], r["measured_k_ci_high"]),
+            "literature k (n)": (f"{fmt(r['literature_k'], 3)} ({fmt(r['literature_n'])})"),
+            "literature interval": _interval(r["literature_k_ci_low"], r["literature_k_ci_high"]),
+            "theory k ≥": fmt(r["theory_k_min"]),
+            "intervals overlap": _yes_no(r["intervals_overlap"]),
+            "measured vs k = 4": r["measured_vs_theory"] if isinstance(r["measured_vs_theory"], str) else "–",
+            "note": r["measured_note"] if isinstance(r["measured_note"], str) else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def measured_vs_literature_html(comparison: pd.DataFrame, budgets: Optional[pd.DataFrame],
+                                allocation: Optional[pd.DataFrame],
+                                hardware: Optional[pd.DataFrame], groups: list[Any],
+                                figures: list[Figure], settings: dict[str, Any],
+                                shown: set[str]) -> list[str]:
+    """The "Measured vs literature" section; adds the names of the figures it shows to
+    ``shown`` (the Figures section leaves them out)."""
+    parts = ["<h2>Measured vs literature</h2>",
+             f"<p><b>What this can and cannot say.</b> {html.escape(SCOPE_STATEMENT)}</p>",
+             "<p>Measured k: the compute-efficient frontier (the lowest error reached at each "
+             "training compute, over every evaluation in the runs' curve.csv) fitted with the "
+             "paper's polynomial form, log10(error) = a + b log10(compute), k = 1/|b|; its "
+             f"{settings['ci_level']:.0%} interval resamples runs ({settings['resamples']} "
+             "resamples) and rebuilds the frontier each time. Literature k: the same form over "
+             "the published points of that benchmark, with a pairs bootstrap. Theory: k ≥ 4 for "
+             "over-parameterised models (Thompson et al., sec. 2). <i>intervals overlap</i>: the "
+             "two intervals share a value; <i>measured vs k = 4</i>: the measured interval lies "
+             "above 4, below it, or includes it. Runs of different hardware are separate rows "
+             "(a group with one run, such as a GPU default run, has too few points). Also in "
+             "<code>measured_vs_literature.csv</code>, with hardware burden rows too.</p>",
+             "<h3>Training compute (network operations, FLOPs)</h3>",
+             _table(comparison_display(comparison, "network_operations")),
+             "<h3>Hardware burden (devices × peak FLOP/s × time)</h3>",
+             _table(comparison_display(comparison, "hardware_burden"))]
+
+    parts.append("<h3>Compute-optimal allocation (Hoffmann et al. 2022)</h3><p>Final points "
+                 "grouped into iso-FLOP budgets (training compute within a factor √2 of the "
+                 "budget's smallest; the grids' anti-diagonals); in each budget with two or more "
+                 "model sizes, the size that reached the lowest error is N<sub>opt</sub>. The "
+                 "exponent a of N<sub>opt</sub> ∝ C<sup>a</sup> is an OLS over those budgets "
+                 "(null under 3 budgets), for N = parameters (Hoffmann et al.'s N) and N = forward "
+                 "FLOPs per sample. Hoffmann et al. found a ≈ 0.5 for language models; a grid of "
+                 "four sizes only brackets the optimum, and a budget whose winner is the grid's "
+                 "smallest or largest model is flagged <code>at_grid_edge</code>. Also in "
+                 "<code>allocation_fits.csv</code> and <code>allocation_budgets.csv</code>.</p>")
+    if allocation is not None and not allocation.empty:
+        parts.append(_table(allocation))
+    else:
+        parts.append("<p class='muted'>No measured runs.</p>")
+    if budgets is not None and not budgets.empty:
+        parts.append(_table(budgets.drop(columns=["n_opt_run_ids"])))
+
+    parts.append("<h3>This hardware: FLOP/s and joules per FLOP by workload</h3><p>Medians over "
+                 "each group's runs that were not contended (also "
+                 "<code>measured_hardware.csv</code>). FLOP/s = train_flops / train_time_s over "
+                 "the same training steps; MFU against the run's <code>peak_flops_per_s</code> (the "
+                 "FP32 peak, the paper's convention, whatever the run's precision). J/FLOP = "
+                 "energy_total_j / train_flops; its kind says whether the energy was measured "
+                 "(RAPL, NVML counters) or estimated (codecarbon's TDP model): an estimate is "
+                 "never called a measurement.</p>")
+    parts.append(_table(hardware) if hardware is not None else "<p class='muted'>No rows.</p>")
+
+    by_name = {f.name: f for f in figures}
+    pairs = []
+    for g in groups:
+        mine, lit = by_name.get(g.name), by_name.get(g.benchmark)
+        if mine is None:
+            continue
+        pairs.append("<div class='pair'>" + _img(mine)
+                     + (_img(lit) if lit is not None else
+                        "<p class='muted'>No literature figure for this benchmark.</p>") + "</div>")
+        shown.add(mine.name)
+    if pairs:
+        parts.append("<h3>Measured frontier beside the literature</h3><p>Left: each measured "
+                     "group on its own axes (a PROXY dataset says so in its title); right: the "
+                     "benchmark's published points and fits. The axes differ: compare slopes, "
+                     "not levels.</p>")
+        parts += pairs
+    return parts
+
+
+def study_lines(comparison: pd.DataFrame, allocation: pd.DataFrame) -> list[str]:
+    """Terminal lines: measured frontier k beside the literature's, and the allocation exponent."""
+    c = comparison[(comparison["compute_measure"] == "network_operations")
+                   & comparison["hardware"].notna()]
+    if c.empty:
+        return []
+    lines = ["measured vs literature (frontier polynomial k, network operations; theory k >= 4):"]
+    for _, r in c.iterrows():
+        tag = " PROXY" if r["proxy"] else ""
+        measured = (f"{fmt(r['measured_k'], 3)} "
+                    f"{_interval(r['measured_k_ci_low'], r['measured_k_ci_high'])} "
+                    f"(n={fmt(r['measured_n'])})" if not pd.isna(r["measured_k"])
+                    else f"none ({r['measured_note']})")
+        lit = (f"{fmt(r['literature_k'], 3)} "
+               f"{_interval(r['literature_k_ci_low'], r['literature_k_ci_high'])}"
+               if not pd.isna(r["literature_k"]) else "none")
+        lines.append(f"  {r['benchmark']} / {r['dataset']}{tag} / {r['hardware']}: measured k "
+                     f"{measured}; literature {lit}; overlap {_yes_no(r['intervals_overlap'])}")
+    a = allocation[allocation["size_measure"] == "num_params"] if not allocation.empty else allocation
+    for _, r in a.iterrows():
+        what = (f"a = {fmt(r['a'], 3)} over {r['num_budgets']} budgets" if not pd.isna(r["a"])
+                else r["note"])
+        lines.append(f"  allocation N_opt ~ C^a, {r['benchmark']} / {r['dataset']} / "
+                     f"{r['hardware']}: {what}")
+    return lines
