@@ -37,6 +37,11 @@ class TrainerConfig:
     checkpoint_every_s: Optional[float] = None
     warmup_fraction: float = 0.2  # of the steps, for onecycle's ramp
     precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (autocast on CUDA; bf16 autocast on CPU)
+    # torch.compile the model for the training steps (evaluation and FLOP counting use the eager
+    # model, so FLOPs are the same either way); the first compile falls in the timing warm-up.
+    compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend: inductor | aot_eager | eager | cudagraphs
+    compile_mode: Optional[str] = None  # inductor mode: null (default) | reduce-overhead | max-autotune
     num_evals: int = 2  # evaluations spread evenly over training; the last one ends training
     timing_warmup_steps: int = 5  # steps excluded from train_time_s (counted in warmup_steps)
     progress: bool = True  # tqdm bar on stderr

@@ -95,6 +95,12 @@ def validate(cfg: DictConfig) -> None:
     check(t.lr > 0, f"trainer.lr={t.lr} is invalid: it must be > 0")
     check(t.checkpoint_every_s is None or t.checkpoint_every_s > 0,
           f"trainer.checkpoint_every_s={t.checkpoint_every_s} is invalid: seconds > 0, or null for no checkpoints")
+    if t.compile:
+        import torch._dynamo
+
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        check(t.compile_backend in backends,
+              f"trainer.compile_backend={t.compile_backend!r} is unknown to torch.compile; valid: {', '.join(backends)}")
     check(0 < t.warmup_fraction < 1, f"trainer.warmup_fraction={t.warmup_fraction} is invalid: it must be in (0, 1)")
     if cfg.measure.codecarbon:
         from harness.measure.energy import known_country_iso_codes

@@ -149,11 +149,17 @@ class TrainLoop:
         self.wall_start = wall_start
         self.state = TrainState()
         self.dist = dist
+        #: what the training steps call: the model, or torch.compile of it (same parameters)
+        self.step_model: nn.Module = model
+        if self.t.get("compile"):
+            self.step_model = torch.compile(model, backend=self.t.compile_backend, mode=self.t.compile_mode)
+            log.info("trainer.compile: training steps run torch.compile(backend=%s, mode=%s); evaluation and FLOP "
+                     "counting use the eager model", self.t.compile_backend, self.t.compile_mode)
         self.ddp: Optional[nn.Module] = None
         if dist.enabled:  # device_ids None: batches are already on this rank's device, DDP moves nothing
             from torch.nn.parallel import DistributedDataParallel
 
-            self.ddp = DistributedDataParallel(LossModule(model, workload), device_ids=None)
+            self.ddp = DistributedDataParallel(LossModule(self.step_model, workload), device_ids=None)
         self.opt, self.sched = build_optimizer(self.t, model, total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.t.precision == "fp16")
         self.run_dir, self.fingerprint = run_dir, fingerprint
@@ -231,7 +237,7 @@ class TrainLoop:
     # ------------------------------------------------------------ one step
     def _step(self, batch: Any, schedule: bool = True) -> torch.Tensor:
         with self.autocast:
-            total, count = self.workload.loss(self.model, batch) if self.ddp is None else self.ddp(batch)
+            total, count = self.workload.loss(self.step_model, batch) if self.ddp is None else self.ddp(batch)
             loss = total / count  # the mean over the batch's real items (padding excluded)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -1,0 +1,30 @@
+"""trainer.compile: training steps through torch.compile, FLOPs counted on the eager model."""
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import UserError
+from harness.runner import run
+
+BASE = ("measure.codecarbon=false", "trainer.max_steps=4", "trainer.num_evals=1")
+
+
+def test_compiled_training_counts_the_same_flops_and_trains(tmp_path, compose_harness):
+    eager = run(compose_harness(tmp_path, *BASE), tmp_path / "eager", [])
+    # aot_eager: dynamo's graph capture and AOT autograd, as inductor uses them, without C++ code
+    # generation (minutes on a 2-core CPU); the README reports an inductor run
+    compiled = run(compose_harness(tmp_path, *BASE, "trainer.compile=true", "trainer.compile_backend=aot_eager"),
+                   tmp_path / "compiled", [])
+    assert eager["status"] == compiled["status"] == "ok"
+    assert compiled["config"]["trainer"]["compile"] is True
+    for key in ("train_flops", "train_samples", "train_steps", "fwd_flops_per_sample", "warmup_flops"):
+        assert compiled[key] == eager[key], key
+    assert compiled["train_flops"] > 0
+    # same parameters, same batches, same maths: the losses agree to float rounding, so the metric does too
+    assert compiled["metric_value"] == pytest.approx(eager["metric_value"], abs=0.02)
+
+
+def test_an_unknown_backend_is_refused_before_any_work(tmp_path, compose_harness):
+    with pytest.raises(UserError, match="compile_backend='nope'.*valid: .*inductor"):
+        run(compose_harness(tmp_path, "trainer.compile=true", "trainer.compile_backend=nope"), tmp_path / "out", [])
+    assert not (tmp_path / "out").exists()
