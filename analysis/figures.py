@@ -291,11 +291,10 @@ def measured_group_figure(g, fits: list[Fit], ci_level: float, formats: list[str
     for ax in list(axes.flat)[len(measures):]:
         ax.set_visible(False)
     if g.proxy:
-        title = (f"PROXY: {g.dataset}, standing in for {spec.title} (eval {g.eval_set}; "
-                 f"{g.hardware}). Measured runs only; not comparable with the {spec.title} "
-                 "literature")
+        title = (f"PROXY: {g.dataset}, standing in for {spec.title} (eval {g.eval_set}). Measured "
+                 f"runs only; not comparable with the {spec.title} literature\n{g.hardware}")
     else:
-        title = f"{spec.title} ({g.dataset}, eval {g.eval_set}; {g.hardware}): measured runs"
+        title = f"{spec.title} ({g.dataset}, eval {g.eval_set}): measured runs\n{g.hardware}"
     fig.suptitle(title, fontsize=11)
     return _render(fig, g.name, title, formats, dpi)
 

@@ -436,8 +436,8 @@ def _run_bootstrap_interval(fit: Fit, rows: Optional[pd.DataFrame], measure: str
     alpha = (1.0 - ci_level) / 2.0
     lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
     fit.k_ci_low, fit.k_ci_high = k_interval(float(lo), float(hi))
-    fit.note = (f"k interval: bootstrap over the {num_runs} runs (frontier rebuilt from each "
-                "resample); no confidence band")
+    fit.note = (f"k interval: bootstrap over the {num_runs} runs with curve.csv rows (frontier "
+                "rebuilt from each resample); no confidence band")
 
 
 def fits_table(fits: list[Fit]) -> pd.DataFrame:

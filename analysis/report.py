@@ -447,7 +447,8 @@ def comparison_display(comparison: pd.DataFrame, measure: str) -> pd.DataFrame:
             "literature interval": _interval(r["literature_k_ci_low"], r["literature_k_ci_high"]),
             "theory k ≥": fmt(r["theory_k_min"]),
             "intervals overlap": _yes_no(r["intervals_overlap"]),
-            "measured vs k = 4": r["measured_vs_theory"] if isinstance(r["measured_vs_theory"], str) else "–",
+            "measured vs k = 4": (r["measured_vs_theory"]
+                                  if isinstance(r["measured_vs_theory"], str) else "–"),
             "note": r["measured_note"] if isinstance(r["measured_note"], str) else "",
         })
     return pd.DataFrame(rows)
