@@ -428,9 +428,26 @@ def _yes_no(v: Any) -> str:
 
 
 def comparison_display(comparison: pd.DataFrame, measure: str) -> pd.DataFrame:
-    """The report's "Measured vs literature" table for one compute measure: one row per
-    benchmark and measured group; a proxy dataset says so in its own column."""
+    """The report's "Measured vs literature" table for one compute measure: a row per measured
+    group with a frontier fit; a benchmark without one gets a single row whose note says why for
+    each of its groups (e.g. one GPU default run: too few points). A proxy dataset says so in its
+    own column. measured_vs_literature.csv keeps every row."""
     c = comparison[comparison["compute_measure"] == measure]
+    keep = []
+    for _, b in c.groupby("benchmark", sort=False):
+        fitted = b[b["measured_k"].notna()]
+        if len(fitted):
+            keep.append(fitted)
+            continue
+        first = b.iloc[[0]].copy()
+        if b["hardware"].notna().any():
+            why = "; ".join(f"{r['dataset']} on {r['hardware']}: {r['measured_note']}"
+                            for _, r in b.iterrows())
+            first[["dataset", "hardware", "proxy"]] = None
+            first["measured_n"] = math.nan
+            first["measured_note"] = f"no measured frontier fit ({why})"
+        keep.append(first)
+    c = pd.concat(keep) if keep else c
     rows = []
     for _, r in c.iterrows():
         ds = r["dataset"] if isinstance(r["dataset"], str) else "–"
