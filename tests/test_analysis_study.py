@@ -431,3 +431,21 @@ def test_committed_grid_loads_and_has_a_measured_fit_of_five_points(workload):
                      == ("frontier", "network_operations", "polynomial"))
         assert final.n >= 5, f"{folder}: {final.n} distinct configurations"
         assert front.n >= 5 and front.b < 0, f"{folder}: frontier n={front.n}, b={front.b}"
+
+
+def test_report_table_has_one_row_per_benchmark_without_a_fit():
+    from analysis.report import comparison_display
+
+    g = [SimpleNamespace(benchmark="conll2003", dataset="conll2003", eval_set="full n=3453",
+                         hardware=hw, proxy=False) for hw in ("NVIDIA H200 (cuda), fp32",
+                                                              "NVIDIA H200 (cuda), bf16")]
+    for x in g:
+        x.key = (x.benchmark, x.dataset, x.eval_set, x.hardware)
+    one_run = [Fit("conll2003", "measured", "network_operations", "polynomial", n=2,
+                   dataset="conll2003", eval_set=x.eval_set, points="frontier", hardware=x.hardware,
+                   note="too few points: n=2 < 3") for x in g]
+    t = comparison_display(comparison_table(g, one_run), "network_operations")
+    assert list(t["benchmark"]) == ["ImageNet", "MS COCO", "SQuAD 1.1", "CoNLL-2003",
+                                    "WMT 2014 En-Fr"]
+    row = t[t["benchmark"] == "CoNLL-2003"].iloc[0]
+    assert row["measured k"] == "–" and row["note"].count("too few points: n=2 < 3") == 2
