@@ -374,8 +374,9 @@ def summary_lines(fits: Iterable[Fit], within_fits: Iterable[Fit]) -> list[str]:
         ds = f.dataset + ("*" if f.proxy else "")
         any_proxy |= f.proxy
         lead = f"{f.benchmark:<14}{ds:<16}{f.eval_set:<15}{f.source:<11}{f.points:<10}{measure:<31}{f.n:>4}"
+        on = f"  [{f.hardware}]" if f.hardware else ""  # measured runs: which machine
         if not f.ok:
-            lines.append(f"{lead}  {f.note}")
+            lines.append(f"{lead}  {f.note}{on}")
             continue
         k = _k(f)
         if "residual d.o.f." in f.note:
@@ -384,7 +385,7 @@ def summary_lines(fits: Iterable[Fit], within_fits: Iterable[Fit]) -> list[str]:
             k += " (no interval: frontier points share runs)"
         elif f.points == "frontier":
             k += " (interval: bootstrap over runs)"
-        lines.append(f"{lead}{f.b:>9.4f}{f.b_se:>8.4f}{f.r2:>7.3f}  {k}")
+        lines.append(f"{lead}{f.b:>9.4f}{f.b_se:>8.4f}{f.r2:>7.3f}  {k}{on}")
     if any_proxy:
         lines.append("* proxy dataset: fitted on its own, not comparable with the benchmark's "
                      "literature")
