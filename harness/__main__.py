@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from common.hydra_cli import CONF_DIR, exit_on_bad_overrides
 from harness import distributed
 from harness.config import register_configs
+from harness.device import resolve_device
 from harness.errors import UserError
 from harness.results import empty_result, write_result
 from harness.runner import run
@@ -49,23 +50,28 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
+    distributed.adopt_slurm_tasks()  # a SLURM job of several tasks is one DDP run
     rank = distributed.from_env()
-    if not rank.is_main:  # ranks > 0 of a torchrun run: rank 0 logs, writes and prints
+    if not rank.is_main:  # ranks > 0: rank 0 logs, writes and prints
         logging.getLogger().setLevel(logging.WARNING)
-    elif not multirun:
+    if not multirun and rank.is_main:
         done = finished_status(run_dir)
         if done is not None and not resumable(run_dir):  # never overwrite a finished run (force=true is for sweeps)
             log.warning("skipped: %s already holds a finished run (status %s)", run_dir, done)
             print(f"error: {run_dir} already holds a finished run (status {done}); it is never overwritten", file=sys.stderr)
             sys.exit(2)
-    else:  # a re-run sweep skips the ok jobs and re-runs the others (harness/rundir.py)
-        plan, done = job_plan(run_dir, cfg.force)
+    elif multirun:  # a re-run sweep skips the ok jobs and re-runs the others (harness/rundir.py)
+        plan, done = job_plan(run_dir, cfg.force) if rank.is_main else (None, None)
+        if rank.enabled:  # the tasks of one SLURM job share its folder: rank 0 decides for all
+            distributed.init(rank, resolve_device(distributed.device_for(rank, cfg.device)))
+            plan, done = rank.broadcast_object((plan, done))
         if plan == "skip":
             log.warning("skipped: %s already holds a finished run (status %s); force=true re-runs it", run_dir, done)
+            distributed.shutdown()
             return
         if plan == "resume":
             log.warning("resuming: %s holds an interrupted run with a checkpoint", run_dir)
-        if plan == "rerun":
+        if plan == "rerun" and rank.is_main:
             moved = move_aside(run_dir)
             log.warning("re-running: %s held a finished run (status %s%s), moved to %s",
                         run_dir, done, ", force=true" if done == "ok" else "", moved)
@@ -74,6 +80,8 @@ def main(cfg: DictConfig) -> None:
     except UserError as exc:
         if multirun:  # a sweep records the failed job and goes on
             log.error("job failed: %s", exc)
+            if not rank.is_main:
+                return
             failed = empty_result()
             failed.update(overrides=overrides, status="failed", failure_reason=f"bad input: {exc}")
             write_result(run_dir / "result.json", failed)

@@ -127,6 +127,21 @@ def from_env(environ: Optional[dict[str, str]] = None) -> Dist:
     return dist
 
 
+def adopt_slurm_tasks(environ: Optional[dict[str, str]] = None) -> bool:
+    """Inside a SLURM job of several tasks started by submitit (a launcher preset with
+    ``hydra.launcher.tasks_per_node=N``), export torchrun's variables from SLURM's (rank = task,
+    ``MASTER_ADDR`` = the job's first node), as submitit's ``TorchDistributedEnvironment`` does,
+    so the job's tasks are one DDP run. True when it did; never under torchrun or outside submitit."""
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env or env.get("SUBMITIT_EXECUTOR") != "slurm" or int(env.get("SLURM_NTASKS", "1") or 1) <= 1:
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # each task sees every GPU of its node; device_for picks the local rank's
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
+
+
 def device_for(dist: Dist, spec: str) -> str:
     """The ``device=`` of this rank: ``cuda``/``auto`` with GPUs -> ``cuda:<local rank>``."""
     if not dist.enabled:
@@ -135,6 +150,8 @@ def device_for(dist: Dist, spec: str) -> str:
     if spec.startswith("cuda:"):
         raise UserError(f"device={spec} with torchrun: each rank takes the GPU of its local rank; use device=cuda")
     if wants_cuda:
+        if torch.cuda.device_count() == 1 and "SLURM_STEP_ID" in os.environ and os.environ.get("CUDA_VISIBLE_DEVICES"):
+            return "cuda:0"  # SLURM bound one GPU to this task (--gpus-per-task=1)
         if torch.cuda.device_count() < dist.local_world_size:
             raise UserError(f"torchrun started {dist.local_world_size} processes on this node but torch sees "
                             f"{torch.cuda.device_count()} CUDA device(s): one GPU per process")

@@ -224,6 +224,10 @@ class SweepCsv(Callback):
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self._sweep_dir is None:  # a single run: no sweep table
             return
+        from harness.distributed import from_env
+
+        if not from_env().is_main:  # a task > 0 of a several-task job: rank 0 writes the job's result
+            return
         try:
             self._write(self._sweep_dir)
         except Exception as exc:  # noqa: BLE001  (the table is a convenience; the job's result stands)

@@ -257,3 +257,28 @@ def test_a_two_job_sweep_through_sbatch(tmp_path, fashion_mnist_root):
         assert float(row["metric_value"]) == result["metric_value"]
     logs = sorted((sweep / ".submitit").glob("*_*/*_0_log.out"))
     assert len(logs) == 2 and all("Starting with JobEnvironment(job_id=" in p.read_text() for p in logs)  # ran as SLURM jobs
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_is_one_ddp_run(tmp_path, fashion_mnist_root):
+    """``hydra.launcher.tasks_per_node=2``: submitit starts 2 tasks of one job, which join one DDP run
+    (gloo on the CPU) and write one result with the work of both."""
+    _slurm_cluster()
+    try:
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+    except ImportError:
+        _required("hydra-submitit-launcher", "pip install -e '.[test]' (the test extra has it)")
+    sweep = tmp_path / "sweep"
+    done = _harness(tmp_path, fashion_mnist_root, "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.tasks_per_node=2",
+                    "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
+                    "seed=3", f"hydra.sweep.dir={sweep}", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script
+    results = _results(sweep)
+    assert len(results) == 1
+    (result,) = results.values()
+    assert result["status"] == "ok" and result["num_devices"] == 2 and result["seed"] == 3
+    assert result["train_steps"] == 2 and result["train_samples"] == 2 * 2 * result["batch_size"]
+    assert [r["status"] for r in _read_csv(sweep / "sweep.csv")] == ["ok"]
+    assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2  # two tasks ran
