@@ -231,13 +231,18 @@ def _slurm_cluster() -> str:
     return conf
 
 
-@pytest.mark.slurm
-def test_a_two_job_sweep_through_sbatch(tmp_path, fashion_mnist_root):
+def _slurm_cluster_and_launcher() -> None:
+    """A cluster that answers and the submitit launcher plugin, else skip (fail under CI)."""
     _slurm_cluster()
     try:
         import hydra_plugins.hydra_submitit_launcher  # noqa: F401
     except ImportError:
         _required("hydra-submitit-launcher", "pip install -e '.[test]' (the test extra has it)")
+
+
+@pytest.mark.slurm
+def test_a_two_job_sweep_through_sbatch(tmp_path, fashion_mnist_root):
+    _slurm_cluster_and_launcher()
     sweep = tmp_path / "sweep"
     done = _harness(tmp_path, fashion_mnist_root, "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1",
                     "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", "seed=0,1", f"hydra.sweep.dir={sweep}",
@@ -263,11 +268,7 @@ def test_a_two_job_sweep_through_sbatch(tmp_path, fashion_mnist_root):
 def test_a_two_task_slurm_job_is_one_ddp_run(tmp_path, fashion_mnist_root):
     """``hydra.launcher.tasks_per_node=2``: submitit starts 2 tasks of one job, which join one DDP run
     (gloo on the CPU) and write one result with the work of both."""
-    _slurm_cluster()
-    try:
-        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
-    except ImportError:
-        _required("hydra-submitit-launcher", "pip install -e '.[test]' (the test extra has it)")
+    _slurm_cluster_and_launcher()
     sweep = tmp_path / "sweep"
     done = _harness(tmp_path, fashion_mnist_root, "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.tasks_per_node=2",
                     "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
