@@ -5,7 +5,9 @@ Sizes at ``scale=1.0``: BERT-base (Devlin et al. 2019, sec. 3): 12 layers, hidde
 feed-forward 3072 (4 x hidden) with GELU, learned positions (512), two segment (token type) embeddings,
 post-norm layer norms (eps 1e-12), dropout 0.1 on the embeddings, the attention weights and every
 sub-layer output, weights drawn from N(0, 0.02) (google-research/bert ``modeling.py``,
-``initializer_range``). The SQuAD head is one linear layer from each token's final hidden state to a
+``initializer_range``; ``init_std`` changes it: 0.02 was chosen for width 768, and a narrow model
+trained from scratch for minutes learns its attention faster from a larger start, see
+``conf/harness/workload/qa.yaml``). The SQuAD head is one linear layer from each token's final hidden state to a
 start and an end logit (sec. 4.2). With the 30,522-word-piece uncased vocabulary this is 108,893,186
 parameters: 23.84M embeddings, 85.05M in the 12 layers and 1,538 in the head (no pooler: SQuAD does
 not use it); "110M" in the paper counts the pooler (590,592 more).
@@ -62,6 +64,7 @@ class BertConfig:
     dropout: float = DROPOUT  # embeddings and sub-layer outputs
     attention_dropout: float = DROPOUT  # on the attention weights
     pretrained: Optional[str] = None  # a local state_dict (.pt/.bin) to load; null: random init
+    init_std: float = INIT_STD  # standard deviation of the initial weights (BERT's initializer_range)
 
 
 def scaled_dims(scale: float, head_dim: int = HEAD_DIM) -> tuple[int, int, int]:
@@ -181,7 +184,7 @@ class BertForQuestionAnswering(nn.Module):
 
     def __init__(self, vocab_size: int, hidden: int, heads: int, num_layers: int, ffn: int,
                  max_positions: int = MAX_POSITIONS, pad_id: int = 0, dropout: float = DROPOUT,
-                 attention_dropout: float = DROPOUT) -> None:
+                 attention_dropout: float = DROPOUT, init_std: float = INIT_STD) -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden={hidden} is not a multiple of heads={heads}")
@@ -189,13 +192,16 @@ class BertForQuestionAnswering(nn.Module):
         self.bert = BertBody(vocab_size, hidden, heads, num_layers, ffn, max_positions, pad_id, dropout,
                              attention_dropout)
         self.qa_outputs = nn.Linear(hidden, 2)
-        self.apply(self._init)
+        if init_std <= 0:
+            raise ValueError(f"init_std={init_std} is invalid: it must be > 0")
+        self.apply(lambda module: self._init(module, init_std))
 
     @staticmethod
-    def _init(module: nn.Module) -> None:
-        """google-research/bert: truncated N(0, 0.02) weights (plain normal here, as Hugging Face), zero biases."""
+    def _init(module: nn.Module, std: float = INIT_STD) -> None:
+        """google-research/bert: truncated N(0, 0.02) weights (plain normal here, as Hugging Face; ``std`` is
+        ``init_std``), zero biases."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=INIT_STD)
+            nn.init.normal_(module.weight, std=std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
@@ -239,7 +245,7 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
 def build_bert(scale: float = 1.0, vocab_size: int = 30522, pad_id: int = 0, head_dim: int = HEAD_DIM,
                layers: Optional[int] = None, ffn_ratio: int = FFN_RATIO, max_positions: int = MAX_POSITIONS,
                dropout: float = DROPOUT, attention_dropout: float = DROPOUT,
-               pretrained: Optional[str] = None) -> BertForQuestionAnswering:
+               pretrained: Optional[str] = None, init_std: float = INIT_STD) -> BertForQuestionAnswering:
     """BERT-base at ``scale=1.0`` (see the module docstring) with a span head."""
     hidden, heads, depth = scaled_dims(scale, head_dim)
     if layers is not None:
@@ -249,7 +255,7 @@ def build_bert(scale: float = 1.0, vocab_size: int = 30522, pad_id: int = 0, hea
     if ffn_ratio < 1 or max_positions < 1:
         raise ValueError(f"ffn_ratio={ffn_ratio} and max_positions={max_positions} must be >= 1")
     model = BertForQuestionAnswering(vocab_size, hidden, heads, depth, ffn_ratio * hidden, max_positions, pad_id,
-                                     dropout, attention_dropout)
+                                     dropout, attention_dropout, init_std)
     if pretrained:
         load_pretrained(model, pretrained)
     return model

@@ -293,6 +293,22 @@ def test_bert_base_has_the_known_size():
     assert sum(p.numel() for p in small.parameters()) == num_params_formula(1000, 128, 2, 512)
 
 
+def test_init_std_sets_the_initial_weights_and_defaults_to_berts():
+    """BERT's initializer_range (0.02) by default; ``init_std`` draws every weight matrix and embedding
+    from N(0, init_std) instead, biases zero; zero or negative is an error."""
+    torch.manual_seed(0)
+    base = build_model("bert", scale=1 / 3, head_dim=32, layers=2, vocab_size=2000)
+    wide = build_model("bert", scale=1 / 3, head_dim=32, layers=2, vocab_size=2000, init_std=0.06)
+    for model, std in ((base, 0.02), (wide, 0.06)):
+        for w in (model.bert.embeddings.word_embeddings.weight[1:], model.bert.encoder.layer[1].intermediate.dense.weight,
+                  model.bert.encoder.layer[0].attention.self.query.weight):
+            assert w.std().item() == pytest.approx(std, rel=0.05)
+        assert model.bert.encoder.layer[0].attention.self.query.bias.abs().max() == 0
+        assert model.bert.embeddings.word_embeddings.weight[0].abs().max() == 0  # [PAD]
+    with pytest.raises(ValueError, match="init_std"):
+        build_model("bert", scale=1 / 12, vocab_size=50, init_std=0.0)
+
+
 def test_outputs_do_not_depend_on_padding():
     model = build_model("bert", scale=1 / 12, vocab_size=50).eval()
     ids = torch.tensor([[2, 7, 8, 3, 9, 10, 3]])
@@ -374,7 +390,9 @@ def test_tiny_run_writes_rescorable_predictions_and_the_baseline(tmp_path, compo
     r = run(cfg, tmp_path / "run", ["workload=qa", "preset=tiny"])
     assert r["status"] == "ok", r["failure_reason"]
     assert (r["benchmark"], r["dataset"], r["metric_name"]) == ("squad1.1", "conll2003_qa", "f1")
-    assert set(r["metrics"]) == {"f1", "exact_match", "first_entity_f1", "first_entity_exact_match"}
+    # the default scores the dev split too (eng.testa: how its settings were chosen)
+    test_keys = {"f1", "exact_match", "first_entity_f1", "first_entity_exact_match"}
+    assert set(r["metrics"]) == test_keys | {f"dev_{k}" for k in test_keys}
     assert r["error"] == pytest.approx(1 - r["metric_value"])
     assert r["metric_details"]["first_entity_f1"] == r["metrics"]["first_entity_f1"] > 0
     # re-scored from the two files alone, as evaluate-v1.1.py does
