@@ -95,5 +95,18 @@ def test_overhead_in_the_timed_path_is_caught(monkeypatch, workload_data_roots, 
 
 def test_markdown_table() -> None:
     row = {"workload": "ner", "harness_ms_per_step": 61.23, "bare_ms_per_step": 60.0, "ratio": 1.0205,
-           "ratio_best": 1.01, "num_steps": 30, "num_rounds": 5}
-    assert overhead.markdown_table([row]).splitlines()[-1] == "| ner | 61.2 | 60.0 | 1.020 | 1.010 | 30 x 5 |"
+           "ratio_of_medians": 1.0206, "ratio_best": 1.01, "num_steps": 30, "num_rounds": 5}
+    assert overhead.markdown_table([row]).splitlines()[-1] == "| ner | 61.2 | 60.0 | 1.020 | 1.021 | 1.010 | 30 x 5 |"
+
+
+def test_ratio_pairs_each_round() -> None:
+    """Each round's harness is compared with its own bare side: when the load changes between rounds
+    (here from 4x to 1x), the median of the paired ratios is the true 1.02, where the ratio of the two
+    sides' medians mixes rounds of different loads (1.12 here)."""
+    def rounds(side, s_per_step):
+        return [overhead.Round(side, 10 * s, 10, 80, 1.0) for s in s_per_step]
+
+    result = overhead.Comparison("ner", 10, 4, harness=rounds("harness", [4.08, 4.08, 1.02, 1.5]),
+                                 bare=rounds("bare", [4.0, 4.0, 1.0, 1.0]))
+    assert result.paired_ratios == pytest.approx([1.02, 1.02, 1.02, 1.5])
+    assert result.ratio == pytest.approx(1.02) and result.ratio_of_medians == pytest.approx(2.79 / 2.5)
