@@ -305,7 +305,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per round")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="timed rounds per side")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("overrides", nargs="*", help="harness overrides for every workload (data.root=... etc.)")
+    parser.add_argument("overrides", nargs="*", help="harness overrides for every workload (data.root=... etc.); "
+                        "after -- when --workloads comes first")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
