@@ -42,6 +42,10 @@ class TrainerConfig:
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend: inductor | aot_eager | eager | cudagraphs
     compile_mode: Optional[str] = None  # inductor mode: null (default) | reduce-overhead | max-autotune
+    # Training batches built this many ahead on a background thread while the device computes
+    # (harness.train_loop.Prefetcher); null = auto: 2 on CUDA, 0 (off) on the CPU, where the
+    # builder would take cores from the step.
+    prefetch_batches: Optional[int] = None
     num_evals: int = 2  # evaluations spread evenly over training; the last one ends training
     timing_warmup_steps: int = 5  # steps excluded from train_time_s (counted in warmup_steps)
     progress: bool = True  # tqdm bar on stderr

@@ -95,6 +95,8 @@ def validate(cfg: DictConfig) -> None:
     check(t.lr > 0, f"trainer.lr={t.lr} is invalid: it must be > 0")
     check(t.checkpoint_every_s is None or t.checkpoint_every_s > 0,
           f"trainer.checkpoint_every_s={t.checkpoint_every_s} is invalid: seconds > 0, or null for no checkpoints")
+    check(t.prefetch_batches is None or t.prefetch_batches >= 0,
+          f"trainer.prefetch_batches={t.prefetch_batches} is invalid: it must be >= 0, or null (2 on CUDA, 0 on the CPU)")
     if t.compile:
         import torch._dynamo
 

@@ -18,6 +18,8 @@ import copy
 import dataclasses
 import itertools
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +63,60 @@ def shard(batches: Iterator[Any], dist: distributed.Dist) -> Iterator[Any]:
     """This rank's share of a batch stream: every ``world_size``-th batch from its rank on (all
     ranks draw the same seeded stream, so together they train each batch once)."""
     return batches if not dist.enabled else itertools.islice(batches, dist.rank, None, dist.world_size)
+
+
+class Prefetcher:
+    """Draws the next ``depth`` items of ``items`` on a background thread, so that building a batch
+    (indexing, padding, the host-to-device copy) overlaps the device's work on the current step.
+    The items and their order are the iterator's own; an exception in it is raised by ``next``."""
+
+    def __init__(self, items: Iterator[Any], depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(items,), name="batch-prefetch", daemon=True)
+        self._thread.start()
+
+    def _fill(self, items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer)
+            self._queue.put((False, exc))
+        else:
+            self._queue.put((False, StopIteration()))
+
+    def __iter__(self) -> "Prefetcher":
+        return self
+
+    def __next__(self) -> Any:
+        ok, item = self._queue.get()
+        if not ok:
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.1)
+
+
+def prefetch_depth(setting: Optional[int], device: torch.device) -> int:
+    """``trainer.prefetch_batches``; null: 2 on CUDA, 0 elsewhere."""
+    if setting is None:
+        return 2 if device.type == "cuda" else 0
+    if setting < 0:
+        raise UserError(f"trainer.prefetch_batches={setting} is invalid: it must be >= 0 or null (auto)")
+    return int(setting)
 
 
 class LossModule(nn.Module):
@@ -344,6 +400,9 @@ class TrainLoop:
             set_rng_states(self._resume_rng)
             self._resume_rng = None
             log.info("resumed at step %d/%d (segment %d)", s.steps, self.total_steps, self.segment + 1)
+        depth = prefetch_depth(t.get("prefetch_batches"), self.workload.device)
+        if depth:  # after any replay, so the RNG states are the checkpoint's when drawing resumes
+            batches = Prefetcher(batches, depth)
         self._last_checkpoint = time.perf_counter()
         evaluation: Optional[Evaluation] = None
         evaluated = False
@@ -356,6 +415,8 @@ class TrainLoop:
 
         self.model.train()
         with contextlib.ExitStack() as stack:
+            if isinstance(batches, Prefetcher):
+                stack.callback(batches.close)
             stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
             bar = stack.enter_context(contextlib.closing(_progress(self.total_steps, t.progress and self.dist.is_main)))
             while s.steps < self.total_steps:

@@ -28,3 +28,45 @@ def test_an_unknown_backend_is_refused_before_any_work(tmp_path, compose_harness
     with pytest.raises(UserError, match="compile_backend='nope'.*valid: .*inductor"):
         run(compose_harness(tmp_path, "trainer.compile=true", "trainer.compile_backend=nope"), tmp_path / "out", [])
     assert not (tmp_path / "out").exists()
+
+
+def test_prefetched_batches_train_the_same_run(tmp_path, compose_harness, monkeypatch):
+    """trainer.prefetch_batches=2 (a background thread builds the batches; the default on CUDA) trains
+    the same batches in the same order: same samples, FLOPs and metric as building them in the loop."""
+    from harness import train_loop
+
+    made = []
+    real = train_loop.Prefetcher.__init__
+
+    def spy(self, items, depth):
+        made.append(depth)
+        real(self, items, depth)
+
+    monkeypatch.setattr(train_loop.Prefetcher, "__init__", spy)
+    plain = run(compose_harness(tmp_path, *BASE), tmp_path / "plain", [])
+    assert made == []  # auto on the CPU: off
+    ahead = run(compose_harness(tmp_path, *BASE, "trainer.prefetch_batches=2"), tmp_path / "ahead", [])
+    assert made == [2]
+    for key in ("train_flops", "train_samples", "train_steps", "metric_value"):
+        assert ahead[key] == plain[key], key
+    with pytest.raises(UserError, match="prefetch_batches=-1"):
+        run(compose_harness(tmp_path, "trainer.prefetch_batches=-1"), tmp_path / "bad", [])
+
+
+def test_the_prefetcher_keeps_order_stops_and_passes_errors_on():
+    from harness.train_loop import Prefetcher
+
+    assert list(Prefetcher(iter(range(50)), 3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("bad batch")
+
+    p = Prefetcher(broken(), 2)
+    assert next(p) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(p)
+    endless = Prefetcher(iter(int, 1), 2)  # an infinite stream, like batches_forever
+    assert next(endless) == 0
+    endless.close()
+    assert not endless._thread.is_alive()
