@@ -116,7 +116,8 @@ def test_misspelled_experiment_stops_the_sweep_and_writes_nothing(tmp_path):
     sweep = tmp_path / "sweep"
     proc = harness("-m", "experiment=fmnist_width_swep", "trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     line = one_error_line(proc)
-    assert line == "error: experiment='fmnist_width_swep' is unknown; valid choices: cifar10_resnet18, fmnist_width_sweep"
+    assert line == ("error: experiment='fmnist_width_swep' is unknown; valid choices: cifar10_resnet18, fmnist_width_sweep, "
+                    "scaling_detection, scaling_image_classification, scaling_ner, scaling_qa, scaling_translation")
     assert "Launching" not in proc.stdout
     assert list(tmp_path.iterdir()) == []  # no sweep folder, no results/ in the working folder
 

@@ -82,7 +82,8 @@ def test_training_step_weighs_a_padded_batch_by_its_real_items():
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.ones_(model.weight)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    loop = SimpleNamespace(autocast=contextlib.nullcontext(), workload=Padded(), model=model, opt=opt,
+    loop = SimpleNamespace(autocast=contextlib.nullcontext(), workload=Padded(), model=model, step_model=model, ddp=None,
+                           opt=opt,
                            scaler=torch.amp.GradScaler("cuda", enabled=False), sched=None,
                            t=SimpleNamespace(grad_clip_norm=None))
     loss = TrainLoop._step(loop, torch.tensor([[1.0], [3.0], [100.0], [100.0]]), schedule=False)
