@@ -8,6 +8,7 @@ lag a finished job by about a minute.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Optional
 
@@ -60,8 +61,6 @@ class HostMeter:
     def add_sibling_cpu_s(self, cpu_s: float) -> None:
         """Count ``cpu_s`` of the run's other processes on this host (the other ranks of a torchrun
         run) as the run's own, not as other processes' load; call before :meth:`finish`."""
-        import dataclasses
-
         self._total = dataclasses.replace(self._total, children_cpu_s=(self._total.children_cpu_s or 0.0) + cpu_s)
 
     def finish(self) -> dict[str, Any]:
