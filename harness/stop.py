@@ -9,6 +9,7 @@ signal stops at once (KeyboardInterrupt), and the runner still writes what it ha
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -24,12 +25,15 @@ class StopRequest:
     """A context manager that turns the first SIGTERM/SIGINT into a flag.
 
     Outside the main thread (where Python cannot install handlers) it installs nothing and
-    ``signum`` stays None.
+    ``signum`` stays None. A process forked inside the context (a ``multiprocessing`` pool's
+    worker, a DataLoader worker) inherits the handlers; there a signal does what it would have
+    done without them, so ``Pool.terminate()`` still ends its workers.
     """
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     @property
     def requested(self) -> bool:
@@ -40,6 +44,14 @@ class StopRequest:
         return None if self.signum is None else signal.Signals(self.signum).name
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if os.getpid() != self._pid:  # a forked child: the signal's default action (SIGINT: KeyboardInterrupt)
+            previous = self._previous.get(signum)
+            if callable(previous):
+                previous(signum, frame)
+                return
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+            os.kill(os.getpid(), signum)
+            return
         if self.signum is not None:  # the second one: stop now
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
         self.signum = signum
@@ -47,6 +59,7 @@ class StopRequest:
                     signal.Signals(signum).name)
 
     def __enter__(self) -> "StopRequest":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
