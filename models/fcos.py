@@ -25,16 +25,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.fcos import FCOS, FCOSHead
-from torchvision.models.detection.image_list import ImageList
-from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from models.registry import register_model
 from models.resnet import DEPTHS, ResNet, scaled
+
+if TYPE_CHECKING:  # torchvision's detection and ops modules import torch._dynamo (~1.2 s): imported when used,
+    # so importing the model registry (every run, every config) stays cheap
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.fcos import FCOS
 
 #: FPN and head width of FCOS (Tian et al. 2019, sec. 3.2; torchvision's fcos_resnet50_fpn).
 FPN_CHANNELS = 256
@@ -70,6 +72,8 @@ class ResNetFPN(nn.Module):
     """ResNet stages C<first_level>..C5 into an FPN (P<first_level>..P5, plus P6/P7)."""
 
     def __init__(self, depth: int, scale: float, first_level: int, extra_levels: int, out_channels: int) -> None:
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
         super().__init__()
         resnet = ResNet(depth, scale, num_classes=1, stem="imagenet")
         self.stem, self.stages = resnet.stem, resnet.stages  # the classifier (pool, fc) is dropped
@@ -115,11 +119,15 @@ class FCOSNet(nn.Module):
 
     def anchors(self, images: torch.Tensor, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """torchvision's anchor boxes (one per location and image; their centres are FCOS's points)."""
+        from torchvision.models.detection.image_list import ImageList
+
         sizes = [(int(images.shape[-2]), int(images.shape[-1]))] * int(images.shape[0])
         return self.fcos.anchor_generator(ImageList(images, sizes), feats)
 
 
-def _anchor_generator(num_levels: int, first_level: int, ratio: float) -> AnchorGenerator:
+def _anchor_generator(num_levels: int, first_level: int, ratio: float) -> "AnchorGenerator":
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
     sizes = tuple((ratio * 2 ** (first_level + i),) for i in range(num_levels))
     return AnchorGenerator(sizes, ((1.0,),) * num_levels)
 
@@ -141,6 +149,8 @@ def build_fcos(
 ) -> FCOSNet:
     """FCOS with a ResNet-``depth``-FPN backbone at width ``scale``; ``num_classes`` comes from the data
     (torchvision's FCOS has no background class: one sigmoid per category)."""
+    from torchvision.models.detection.fcos import FCOS, FCOSHead
+
     if depth not in DEPTHS:
         raise ValueError(f"model.depth={depth} is invalid; valid depths: {sorted(DEPTHS)}")
     if first_level not in (2, 3, 4, 5):

@@ -84,3 +84,16 @@ def test_unknown_arch_option_is_rejected():
 def test_invalid_depth_lists_valid_depths():
     with pytest.raises(ValueError, match=str(sorted(DEPTHS))):
         build_model("resnet", scale=1.0, depth=20)
+
+
+def test_importing_the_harness_imports_no_heavy_optional_module():
+    """Start-up (issue 16): torchvision's detection/ops modules import torch._dynamo (~1.2 s on the
+    2-core CPU); only a detection run needs them, so the registry and the runner import them lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.config, harness.runner, harness.__main__, models; "
+            "print(' '.join(m for m in ('torchvision', 'torch._dynamo', 'fvcore', 'codecarbon', 'pandas', "
+            "'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
