@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
+from harness.inference import FOLD_METHOD
 from harness.results import RESULT_FIELDS
 from harness.runner import run
 from harness.workload import Evaluation, Workload, WorkloadConfig, register_workload, workload_names, workloads
@@ -139,4 +140,5 @@ def test_without_a_count_from_the_workload_eval_flops_is_the_per_sample_estimate
     r = run(cfg, tmp_path / "run", [])
     assert r["eval_flops"] == pytest.approx(r["fwd_flops_per_sample"] * r["eval_samples"] * r["num_evals"])
     assert r["eval_flops_method"].startswith("fwd_flops_per_sample x eval_samples")
-    assert r["metric_details"] is None and r["dataset_details"] is None
+    # the only detail: evaluation ran the BatchNorm-folded copy of the model
+    assert r["metric_details"] == {"eval_model": FOLD_METHOD} and r["dataset_details"] is None
