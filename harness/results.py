@@ -32,7 +32,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "eval_flops", "eval_flops_method",
     # time
     "train_time_s", "eval_time_s", "data_time_s", "warmup_time_s", "wall_time_s",
-    "time_method", "startup_time_s", "startup_method", "eval_samples_per_s",
+    "time_method", "startup_time_s", "startup_method", "startup_phases_s", "eval_samples_per_s",
     # hardware
     "peak_flops_per_s", "peak_dtype", "peak_source",
     "peak_flops_per_s_run_dtype", "peak_run_dtype", "peak_run_dtype_source",

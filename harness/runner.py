@@ -198,6 +198,22 @@ def _startup_reference() -> tuple[float, str]:
     return time.time(), "run() start to the first training step (imports were done by an earlier run of this process)"
 
 
+class _Phases:
+    """Where start-up goes: seconds per phase, each from the previous mark (time.time())."""
+
+    def __init__(self, start: float) -> None:
+        self.last, self.seconds = start, {}
+
+    def mark(self, name: str) -> None:
+        now = time.time()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def until(self, end: float, name: str) -> dict[str, float]:
+        """The phases so far and ``name`` up to ``end``: they sum to ``end`` - start."""
+        return {**self.seconds, name: end - self.last}
+
+
 def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """Train and measure one configuration; write ``result.json`` and ``curve.csv`` into ``run_dir``.
 
@@ -206,6 +222,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     """
     startup_from, startup_method = _startup_reference()
     wall_start = time.perf_counter()
+    phases = _Phases(startup_from)
+    phases.mark("imports_config" if startup_method.startswith("process") else "sweep_job")
     started_at = dt.datetime.now(dt.timezone.utc)
     validate(cfg)
     dist = distributed.from_env()
@@ -224,6 +242,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             + distributed.energy_method(distributed.tracking_mode(cfg)))
     fingerprint = checkpoint.config_fingerprint(result["config"])
     ckpt = _resume_from(run_dir, fingerprint, dist)
+    phases.mark("setup")
     meters: Optional[Meters] = None
     loop: Optional[TrainLoop] = None
     joined = False
@@ -232,14 +251,17 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
         try:
             seed_everything(cfg.seed)
             data = workload.build_data()
+            phases.mark("data")
             result.update(dataset=data.name, dataset_source=data.source, eval_samples=data.num_eval,
                           dataset_details=getattr(data, "details", None) or None,
                           eval_is_subset=cfg.data.get("eval_subset") is not None)
             total_steps = _total_steps(cfg.trainer, data.num_train, dist.world_size)
             model = workload.build_model(data).to(device)
             result["num_params"] = sum(p.numel() for p in model.parameters())
+            phases.mark("model")
             flops = _flop_ledger(cfg, workload, model, autocast)
             result.update(_probe_flops(cfg, workload, data, model, autocast, flops))
+            phases.mark("flop_counting")
             peaks = find_peaks(result["device_name"], cfg.trainer.precision, cfg.measure.hardware_profiles_dir,
                                num_threads=torch.get_num_threads(), device_type=device.type,
                                max_profile_age_h=cfg.measure.profile_max_age_h)
@@ -259,6 +281,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             )
             if ckpt is not None:
                 loop.restore(ckpt)
+            phases.mark("meters")
             loop.warm_up(cfg.trainer.timing_warmup_steps)
             outcome = loop.train()
             if dist.enabled:  # every rank left train() at the same step: sum what they did
@@ -296,7 +319,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             # start-up: everything before the first training window (imports, data, model, FLOP
             # counting, meters, timing warm-up)
             result.update(startup_time_s=loop.first_step_at - startup_from,
-                          startup_method=startup_method + " (timing warm-up included)")
+                          startup_method=startup_method + " (timing warm-up included)",
+                          startup_phases_s=phases.until(loop.first_step_at, "warmup"))
     if not dist.is_main:  # rank 0 writes the run's result
         distributed.shutdown()
         return result

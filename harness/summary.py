@@ -76,6 +76,14 @@ def _other_metrics(r: dict[str, Any]) -> Optional[str]:
     return "  ".join(f"{k} {_num(v)}" for k, v in others.items()) or None
 
 
+def _startup(r: dict[str, Any]) -> Optional[str]:
+    """Where the start-up went, phase by phase (result.json ``startup_phases_s``)."""
+    phases = r.get("startup_phases_s")
+    if not isinstance(phases, dict) or not phases:
+        return None
+    return ", ".join(f"{name.replace('_', ' ')} {_num(s, '.1f', ' s')}" for name, s in phases.items())
+
+
 def format_summary(r: dict[str, Any], run_dir: str) -> str:
     """A dozen aligned lines: what ran, quality, compute, time, hardware, energy, conditions."""
     methods = f"gpu={r.get('energy_gpu_method')}, cpu={r.get('energy_cpu_method')}, ram={r.get('energy_ram_method')}"
@@ -96,6 +104,7 @@ def format_summary(r: dict[str, Any], run_dir: str) -> str:
                  f"data {_num(r.get('data_time_s'), '.1f', ' s')}, warm-up {_num(r.get('warmup_time_s'), '.1f', ' s')}, "
                  f"wall {_num(r.get('wall_time_s'), '.1f', ' s')}; start-up {_num(r.get('startup_time_s'), '.1f', ' s')}, "
                  f"eval {_num(r.get('eval_samples_per_s'), '.0f', ' samples/s')}"),
+        ("start-up", _startup(r)),
         ("achieved", f"{_si(r.get('achieved_flops_per_s'), 'FLOP/s')}; MFU theoretical {_num(r.get('mfu_theoretical'), '.1%')}, "
                      f"measured {_num(r.get('mfu_measured'), '.1%')}"),
         ("hardware burden", f"{_si(r.get('hardware_burden_flops'), 'FLOP')} (peak {_si(r.get('peak_flops_per_s'), 'FLOP/s')}: "

@@ -14,3 +14,17 @@ def test_startup_and_eval_throughput_are_recorded(tmp_path, compose_harness):
     # start-up ends where training starts: inside the wall time, and before training and evaluation
     assert 0 < r["startup_time_s"] < r["wall_time_s"] - r["train_time_s"] - r["eval_time_s"] + 1e-6
     assert r["eval_samples_per_s"] == pytest.approx(r["eval_samples"] * r["num_evals"] / r["eval_time_s"])
+
+
+def test_startup_phases_say_where_the_startup_went(tmp_path, compose_harness):
+    from harness.summary import format_summary
+
+    cfg = compose_harness(tmp_path, "measure.codecarbon=false")
+    r = run(cfg, tmp_path / "c", [])
+    phases = r["startup_phases_s"]
+    assert list(phases)[1:] == ["setup", "data", "model", "flop_counting", "meters", "warmup"]
+    assert list(phases)[0] in ("imports_config", "sweep_job")
+    assert all(s >= 0 for s in phases.values())
+    assert sum(phases.values()) == pytest.approx(r["startup_time_s"], abs=1e-6)
+    assert "start-up  " + ("imports config" if list(phases)[0] == "imports_config" else "sweep job") \
+        in format_summary(r, str(tmp_path / "c"))
