@@ -38,6 +38,7 @@ so it says what codecarbon used, not what we expect it to use.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from pathlib import Path
@@ -77,13 +78,15 @@ CC_RAM_X86_MIN_DIMMS = 2
 CC_RAM_DIMM_STEPS = ((4, 1.0), (8, 0.9), (16, 0.8), (None, 0.7))
 
 
-def known_country_iso_codes() -> list[str]:
-    """The ISO 3166-1 alpha-3 codes codecarbon has offline grid data for (empty if codecarbon is missing)."""
+@functools.lru_cache(maxsize=1)
+def known_country_iso_codes() -> tuple[str, ...]:
+    """The ISO 3166-1 alpha-3 codes codecarbon has offline grid data for (empty if codecarbon is missing).
+    Read once per process (codecarbon parses its JSON file each time: ~0.1 s)."""
     try:
         from codecarbon.input import DataSource
     except Exception:  # noqa: BLE001
-        return []
-    return sorted(DataSource().get_global_energy_mix_data())
+        return ()
+    return tuple(sorted(DataSource().get_global_energy_mix_data()))
 
 
 def codecarbon_intensity_g_per_kwh(country_iso_code: str, forced_g_per_kwh: Optional[float] = None) -> tuple[float, str]:
