@@ -310,7 +310,8 @@ SCOPE_STATEMENT = (
     "a shape, never as a level. The models are a few thousand to a few million parameters trained "
     "for minutes, far below the published models; an exponent measured over one to two decades "
     "of compute need not hold over the literature's eight. A frontier's k depends on the grid "
-    "(its widest and longest runs bound it), one seed per configuration gives no seed-to-seed "
-    "spread, and J/FLOP and FLOP/s describe this machine and precision only (a CPU's energy is "
+    "(its widest and longest runs bound it); with one seed per configuration its interval "
+    "resamples runs, not seeds (the seed-to-seed spread is measured apart: python -m analysis.compare "
+    "on the same grid at two seeds); and J/FLOP and FLOP/s describe this machine and precision only (a CPU's energy is "
     "codecarbon's estimate where no counter exists). Of the default datasets only CoNLL-2003 is "
     "the benchmark's own.")
