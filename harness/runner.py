@@ -183,19 +183,21 @@ def _first_line(exc: BaseException) -> str:
 _RUNS_STARTED = 0
 
 
-def _startup_reference() -> tuple[float, str]:
-    """(time.time() start-up is measured from, how): the process's start for its first run (the
-    command: interpreter, imports, config), else this run's start (a later job of a local sweep)."""
+def _startup_reference() -> tuple[float, str, Optional[str]]:
+    """(time.time() start-up is measured from, how, the name of the phase up to run()): the process's
+    start for its first run (the command: interpreter, imports, config), else this run's start (a
+    later job of a local sweep), which leaves nothing before run() to name."""
     global _RUNS_STARTED
     _RUNS_STARTED += 1
     if _RUNS_STARTED == 1:
         try:
             import psutil
 
-            return psutil.Process().create_time(), "process start (psutil create_time) to the first training step"
+            return (psutil.Process().create_time(), "process start (psutil create_time) to the first training step",
+                    "imports_config")
         except Exception:  # noqa: BLE001  (no psutil: measure from here)
             pass
-    return time.time(), "run() start to the first training step (imports were done by an earlier run of this process)"
+    return time.time(), "run() start to the first training step (imports were done by an earlier run of this process)", None
 
 
 class _Phases:
@@ -220,10 +222,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     Raises :class:`UserError` for bad input, before anything is written. Every other outcome
     (``ok``, ``diverged``, ``oom``, ``failed``, ``interrupted``) writes ``result.json``.
     """
-    startup_from, startup_method = _startup_reference()
+    startup_from, startup_method, before_run = _startup_reference()
     wall_start = time.perf_counter()
     phases = _Phases(startup_from)
-    phases.mark("imports_config" if startup_method.startswith("process") else "sweep_job")
+    if before_run is not None:
+        phases.mark(before_run)
     started_at = dt.datetime.now(dt.timezone.utc)
     validate(cfg)
     dist = distributed.from_env()

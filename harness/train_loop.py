@@ -111,11 +111,9 @@ class Prefetcher:
 
 
 def prefetch_depth(setting: Optional[int], device: torch.device) -> int:
-    """``trainer.prefetch_batches``; null: 2 on CUDA, 0 elsewhere."""
+    """``trainer.prefetch_batches`` (checked >= 0 by the runner's ``validate``); null: 2 on CUDA, 0 elsewhere."""
     if setting is None:
         return 2 if device.type == "cuda" else 0
-    if setting < 0:
-        raise UserError(f"trainer.prefetch_batches={setting} is invalid: it must be >= 0 or null (auto)")
     return int(setting)
 
 

@@ -67,6 +67,12 @@ def test_single_run_prints_a_summary_and_writes_its_folder(tmp_path, fashion_mni
     assert {"result.json", "curve.csv", "harness.log", ".hydra"} <= {p.name for p in out.iterdir()}
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "ok" and result["scale"] == 0.125
+    # the command's first run: start-up counts from the process's start, imports and config first
+    assert result["startup_method"].startswith("process start")
+    assert list(result["startup_phases_s"]) == ["imports_config", "setup", "data", "model", "flop_counting",
+                                                "meters", "warmup"]
+    assert sum(result["startup_phases_s"].values()) == pytest.approx(result["startup_time_s"], abs=1e-6)
+    assert "start-up  imports config " in proc.stdout
 
 
 def test_sweep_of_two_jobs_records_a_failed_job_and_goes_on(tmp_path, fashion_mnist_root):

@@ -51,6 +51,7 @@ def test_prefetched_batches_train_the_same_run(tmp_path, compose_harness, monkey
         assert ahead[key] == plain[key], key
     with pytest.raises(UserError, match="prefetch_batches=-1"):
         run(compose_harness(tmp_path, "trainer.prefetch_batches=-1"), tmp_path / "bad", [])
+    assert not (tmp_path / "bad").exists()  # refused by validate(), before anything is written
 
 
 def test_the_prefetcher_keeps_order_stops_and_passes_errors_on():
