@@ -9,6 +9,10 @@ Examples:
 """
 from __future__ import annotations
 
+import time
+
+COMMAND_STARTED_AT = time.time()  # before the imports below: the first run's startup_time_s counts from here
+
 import atexit
 import logging
 import shutil
@@ -27,7 +31,7 @@ from harness.config import register_configs
 from harness.device import resolve_device
 from harness.errors import UserError
 from harness.results import empty_result, write_result
-from harness.runner import run
+from harness.runner import run, set_command_start
 from harness.checkpoint import resumable
 from harness.rundir import check_output_dir, finished_status, job_plan, move_aside, register_resolvers
 from harness.stop import exit_code
@@ -36,6 +40,7 @@ from harness.summary import format_summary
 log = logging.getLogger("harness")
 register_configs()
 register_resolvers()
+set_command_start(COMMAND_STARTED_AT)
 
 
 def _remove_if_only_hydra(run_dir: Path) -> None:

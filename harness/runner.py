@@ -179,25 +179,31 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- the run
-#: Whether a run already started in this process (the first one's start-up includes the imports).
-_RUNS_STARTED = 0
+#: time.time() when ``python -m harness`` began, before its imports (set by harness/__main__.py);
+#: taken by the command's first run, so a later job of a local sweep counts from its own run().
+_command_started_at: Optional[float] = None
+
+
+def set_command_start(started_at: float) -> None:
+    """The command's start (harness/__main__.py calls it with the time taken before its imports)."""
+    global _command_started_at
+    _command_started_at = started_at
 
 
 def _startup_reference() -> tuple[float, str, Optional[str]]:
-    """(time.time() start-up is measured from, how, the name of the phase up to run()): the process's
-    start for its first run (the command: interpreter, imports, config), else this run's start (a
-    later job of a local sweep), which leaves nothing before run() to name."""
-    global _RUNS_STARTED
-    _RUNS_STARTED += 1
-    if _RUNS_STARTED == 1:
-        try:
-            import psutil
+    """(time.time() start-up is measured from, how, the name of the phase up to run()).
 
-            return (psutil.Process().create_time(), "process start (psutil create_time) to the first training step",
-                    "imports_config")
-        except Exception:  # noqa: BLE001  (no psutil: measure from here)
-            pass
-    return time.time(), "run() start to the first training step (imports were done by an earlier run of this process)", None
+    The command's start for its first run, so imports and config count; otherwise this run's start
+    (a later job of a local sweep, or run() called from Python), with nothing before run() to name.
+    Not the process's creation time: a shell that execs the command last (``bash -c 'setup && python
+    -m harness'``, a batch script) gives the interpreter a process created before the set-up ran.
+    """
+    global _command_started_at
+    started_at, _command_started_at = _command_started_at, None
+    if started_at is not None:
+        return (started_at, "command start (harness/__main__.py, before its imports; the interpreter's own "
+                "start-up, ~0.05 s, not included) to the first training step", "imports_config")
+    return time.time(), "run() start to the first training step (no command start: a later job of this process, or run() called from Python)", None
 
 
 class _Phases:

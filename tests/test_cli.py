@@ -67,12 +67,32 @@ def test_single_run_prints_a_summary_and_writes_its_folder(tmp_path, fashion_mni
     assert {"result.json", "curve.csv", "harness.log", ".hydra"} <= {p.name for p in out.iterdir()}
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "ok" and result["scale"] == 0.125
-    # the command's first run: start-up counts from the process's start, imports and config first
-    assert result["startup_method"].startswith("process start")
+    # the command's first run: start-up counts from the command's start, imports and config first
+    assert result["startup_method"].startswith("command start")
     assert list(result["startup_phases_s"]) == ["imports_config", "setup", "data", "model", "flop_counting",
                                                 "meters", "warmup"]
     assert sum(result["startup_phases_s"].values()) == pytest.approx(result["startup_time_s"], abs=1e-6)
     assert "start-up  imports config " in proc.stdout
+
+
+def test_startup_counts_from_the_command_not_from_a_shell_that_execs_it(tmp_path, fashion_mnist_root):
+    """``bash -c 'set-up && python -m harness'`` execs python in the shell's process: its creation time
+    (psutil create_time) is before the set-up. Start-up must count from the command, not the set-up."""
+    import datetime as dt
+    import shlex
+    import time
+
+    out = tmp_path / "run"
+    cmd = shlex.join([sys.executable, "-m", "harness", f"hydra.run.dir={out}", f"data.root={fashion_mnist_root}",
+                      "scale=0.125", *TINY])
+    before = time.time()
+    proc = subprocess.run(["bash", "-c", f"sleep 3 && exec {cmd}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    command_start = dt.datetime.fromisoformat(result["started_at"]).timestamp() - result["startup_phases_s"]["imports_config"]
+    assert command_start >= before + 3 - 0.05  # after the sleep (timestamps to the millisecond or so)
+    assert result["startup_phases_s"]["imports_config"] < 60
 
 
 def test_sweep_of_two_jobs_records_a_failed_job_and_goes_on(tmp_path, fashion_mnist_root):
