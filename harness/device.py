@@ -5,7 +5,7 @@ identity fields of ``result.json``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -44,3 +44,17 @@ def device_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+
+
+def to_device(x: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+    """A host tensor moved to ``device`` for a batch. On CUDA it goes through page-locked (pinned)
+    memory with a non-blocking copy, so the copy is a DMA on the stream and the host thread goes on
+    building the next batch (a non-blocking copy from pageable memory is a synchronous staged copy;
+    CUDA C++ Programming Guide, "Page-Locked Host Memory"). PyTorch's caching host allocator keeps
+    the pinned block until the copy has run. Elsewhere, or for a tensor already on a device, a plain
+    ``.to``. ``None`` stays ``None``."""
+    if x is None:
+        return None
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)

@@ -14,7 +14,9 @@ the same gradient clipping:
   ``meters.seconds("train")``: exactly what ``train_time_s`` reports (data loading included,
   window edges excluded). Evaluation falls outside that window; it is replaced by a stub here so
   a round costs only its training.
-- **bare**: ``for batch in data.train_batches(...)``: ``loss = total / count``,
+- **bare**: ``for batch in data.train_batches(...)``, in the same autocast context and, with
+  ``trainer.compile``, through ``torch.compile`` of the model with the same backend and mode
+  (no batch prefetching, no GradScaler): ``loss = total / count``,
   ``zero_grad``, ``loss.backward()``, clipping when configured, ``opt.step()``,
   ``sched.step()``; timed with ``perf_counter`` from before the first batch is fetched to after
   the last step, the device synchronised at both ends.
@@ -82,6 +84,17 @@ class Bench:
     flops: Any
     init_state: dict[str, torch.Tensor]
     probe: Any  # the first training batch: the deterministic batch the final loss is taken on
+    _bare_model: Optional[torch.nn.Module] = None
+
+    @property
+    def bare_model(self) -> torch.nn.Module:
+        """What the bare loop's steps call: the model, or with ``trainer.compile`` one
+        ``torch.compile`` of it (same backend and mode as the harness; the same parameters), made once."""
+        if self._bare_model is None:
+            t = self.cfg.trainer
+            self._bare_model = (torch.compile(self.model, backend=t.compile_backend, mode=t.compile_mode)
+                                if t.get("compile") else self.model)
+        return self._bare_model
 
     def reset(self) -> None:
         """The weights and RNG state every round starts from."""
@@ -176,6 +189,7 @@ def bare_round(bench: Bench, num_steps: int) -> Round:
     bench.reset()
     cfg, t = bench.cfg, bench.cfg.trainer
     model, workload, autocast = bench.model, bench.workload, bench.autocast
+    step_model = bench.bare_model
     opt, sched = build_optimizer(t, model, num_steps)
     clip = t.grad_clip_norm
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -186,7 +200,7 @@ def bare_round(bench: Bench, num_steps: int) -> Round:
     while steps < num_steps:
         for batch in bench.data.train_batches(t.batch_size, rng):
             with autocast:
-                total, count = workload.loss(model, batch)
+                total, count = workload.loss(step_model, batch)
                 loss = total / count
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -210,6 +224,8 @@ class Comparison:
     num_rounds: int
     harness: list[Round] = field(default_factory=list)
     bare: list[Round] = field(default_factory=list)
+    device_name: Optional[str] = None
+    settings: dict[str, Any] = field(default_factory=dict)  # precision, compile, prefetch: both sides' settings
 
     def median_s_per_step(self, side: str) -> float:
         return statistics.median(r.s_per_step for r in getattr(self, side))
@@ -247,7 +263,8 @@ class Comparison:
             "bare_rounds_ms_per_step": [1e3 * r.s_per_step for r in self.bare],
             "samples_per_round": sorted({r.samples for r in self.harness + self.bare}),
             "probe_losses": sorted({r.probe_loss for r in self.harness + self.bare}),
-            "num_threads": torch.get_num_threads(), "method": METHOD,
+            "num_threads": torch.get_num_threads(), "device_name": self.device_name, **self.settings,
+            "method": METHOD,
         }
 
 
@@ -256,7 +273,14 @@ def compare(bench: Bench, num_steps: int = DEFAULT_STEPS, num_rounds: int = DEFA
     """One untimed round of each side, then ``num_rounds`` timed rounds of each, alternating
     (H B, B H, H B, ...)."""
     sides = sides or {"harness": harness_round, "bare": bare_round}
-    result = Comparison(bench.cfg.workload.name, num_steps, num_rounds)
+    from harness.device import device_info
+
+    t = bench.cfg.trainer
+    result = Comparison(bench.cfg.workload.name, num_steps, num_rounds,
+                        device_name=device_info(bench.device)["device_name"],
+                        settings={"precision": t.precision, "compile": bool(t.get("compile")),
+                                  "compile_backend": t.compile_backend if t.get("compile") else None,
+                                  "prefetch_batches": t.get("prefetch_batches")})
     for name in ("harness", "bare"):  # first-call costs, new shapes counted and compiled
         sides[name](bench, num_steps)
     for i in range(num_rounds):

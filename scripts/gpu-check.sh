@@ -7,7 +7,11 @@
 #   scripts/gpu-check.sh [--deadline-s N] [--out DIR] [STEP ...]
 #
 # STEP: tests | kernels | <workload>:<precision> (workload in image_classification, qa, ner,
-# translation, detection; precision fp32 | bf16 | tf32), or <workload>:<precision>:<extra override>.
+# translation, detection; precision fp32 | bf16 | tf32), or <workload>:<precision>:<extra override>,
+# or overhead:<workload>:<precision>[:<extra override>] (python -m harness.overhead on the GPU: the
+# harness's step against a plain loop with the same settings; JSON in OUT_DIR/overhead-*.json).
+# Several extra overrides are separated by commas. A run step's folder is
+# runs/<workload>-<precision>[-<the last extra override's value>].
 # No STEP: tests, then every workload in fp32, then every workload in bf16.
 # Data: COMPUTELIMITS_SHARED_DATA (conll2003, tatoeba-eng-fra) and COMPUTELIMITS_FASHION_MNIST,
 # as for the tests.
@@ -42,6 +46,7 @@ left() { echo $(( DEADLINE_S - ($(date +%s) - START) )); }
 step_cap() {
   case "$1" in
     tests) echo 150 ;; kernels) echo 120 ;;
+    overhead:*compile*) echo 150 ;; overhead:*) echo 90 ;;
     image_classification*) echo 60 ;; qa*) echo 75 ;; ner*) echo 110 ;;
     translation*) echo 140 ;; detection*) echo 200 ;; *) echo 120 ;;
   esac
@@ -66,29 +71,41 @@ for step in "$@"; do
     tests)
       timeout -k 5 "$cap" $PY -m pytest -q -m gpu -p no:cacheprovider --timeout 120 \
         tests/test_harness_run.py tests/test_kernels_bench.py tests/test_kernels_ncu.py tests/test_bench_kernels.py \
+        tests/test_data.py tests/test_compile.py \
         >>"$LOG" 2>&1
       rc=$? ;;
     kernels)
       timeout -k 5 "$cap" $PY -m kernels device=cuda out_dir="$OUT_DIR/hardware" >>"$LOG" 2>&1
       rc=$? ;;
+    overhead:*)
+      IFS=: read -r _ wl prec extra <<<"$step"
+      tag="$wl-$prec${extra:+-${extra##*=}}"
+      over=(workload="$wl" device="${DEVICE:-cuda}" trainer.precision="$prec")
+      [[ $wl == image_classification ]] && over+=(data.root="$FASHION")
+      [[ -n "${extra:-}" ]] && IFS=, read -r -a more <<<"$extra" && over+=("${more[@]}")
+      COMPUTELIMITS_FASHION_MNIST=$FASHION timeout -k 5 "$cap" $PY -m harness.overhead --workloads "$wl" \
+        --json "$OUT_DIR/overhead-$tag.json" -- "${over[@]}" >>"$LOG" 2>&1
+      rc=$? ;;
     *)
       IFS=: read -r wl prec extra <<<"$step"
+      tag="$wl-$prec${extra:+-${extra##*=}}"
       over=(workload="$wl" device="${DEVICE:-cuda}" trainer.precision="$prec" trainer.progress=false
-            hydra.run.dir="$OUT_DIR/runs/$wl-$prec")
+            hydra.run.dir="$OUT_DIR/runs/$tag")
       case "$wl" in
         image_classification) over+=(data.root="$FASHION") ;;
         detection) over+=(data.workers="$(nproc)") ;;
       esac
-      [[ -n "${extra:-}" ]] && over+=("$extra")
+      [[ -n "${extra:-}" ]] && IFS=, read -r -a more <<<"$extra" && over+=("${more[@]}")
       COMPUTELIMITS_FASHION_MNIST=$FASHION timeout -k 5 -s INT "$cap" $PY -m harness "${over[@]}" >>"$LOG" 2>&1
       rc=$?
-      res="$OUT_DIR/runs/$wl-$prec/result.json"
+      res="$OUT_DIR/runs/$tag/result.json"
       if [[ -f $res ]]; then
         $PY - "$res" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, sys
 r = json.load(open(sys.argv[1]))
 keys = ["status", "device_name", "precision", "metric_name", "metric_value", "train_time_s", "wall_time_s",
-        "startup_time_s", "data_time_s", "eval_time_s", "eval_samples_per_s", "train_flops", "mfu_theoretical", "energy_gpu_j", "energy_gpu_method", "error"]
+        "startup_time_s", "startup_phases_s", "data_time_s", "eval_time_s", "eval_samples_per_s", "train_samples",
+        "train_flops", "achieved_flops_per_s", "mfu_theoretical", "energy_gpu_j", "energy_gpu_method", "failure_reason"]
 print("   ", {k: r.get(k) for k in keys})
 EOF
       fi ;;

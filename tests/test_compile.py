@@ -71,3 +71,15 @@ def test_the_prefetcher_keeps_order_stops_and_passes_errors_on():
     assert next(endless) == 0
     endless.close()
     assert not endless._thread.is_alive()
+
+
+@pytest.mark.gpu
+def test_compiled_training_on_cuda_counts_the_same_flops(tmp_path, compose_harness):
+    """inductor on a GPU (Triton kernels): the same FLOPs as the eager run, and it trains."""
+    gpu = ("device=cuda", *BASE, "trainer.max_steps=20")
+    eager = run(compose_harness(tmp_path, *gpu), tmp_path / "eager", [])
+    compiled = run(compose_harness(tmp_path, *gpu, "trainer.compile=true"), tmp_path / "compiled", [])
+    assert eager["status"] == compiled["status"] == "ok", (eager.get("error"), compiled.get("error"))
+    for key in ("train_flops", "train_samples", "train_steps", "fwd_flops_per_sample", "warmup_flops"):
+        assert compiled[key] == eager[key], key
+    assert compiled["metric_value"] == pytest.approx(eager["metric_value"], abs=0.05)

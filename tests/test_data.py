@@ -94,3 +94,44 @@ def test_crop_flip_keeps_shape_and_pixels():
     for i in range(2):
         values = set(out[i].flatten().tolist()) - {0.0}
         assert values <= set(x[i].flatten().tolist())
+
+
+@pytest.mark.gpu
+def test_in_memory_images_live_on_the_gpu_and_give_the_same_batches():
+    """On CUDA the uint8 set is resident on the device; the batches are those the CPU path builds."""
+    import torch
+
+    from harness.workloads.image_data import TensorImages
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (40,), generator=g)
+    cpu = TensorImages(images, labels, (0.5,), (0.25,), torch.device("cpu"), channels_last=True)
+    gpu = TensorImages(images, labels, (0.5,), (0.25,), torch.device("cuda"), channels_last=True)
+    assert gpu.images.is_cuda and gpu.labels.is_cuda
+    pairs = zip(cpu.train_batches(16, torch.Generator().manual_seed(3)), gpu.train_batches(16, torch.Generator().manual_seed(3)))
+    for (xc, yc), (xg, yg) in pairs:
+        assert xg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(yc, yg.cpu()) and torch.allclose(xc, xg.cpu())
+    for (xc, yc), (xg, yg) in zip(cpu.eval_batches(16), gpu.eval_batches(16)):
+        assert torch.equal(yc, yg.cpu()) and torch.allclose(xc, xg.cpu())
+
+
+def test_to_device_on_the_cpu_is_a_plain_move():
+    from harness.device import to_device
+
+    x = torch.arange(6)
+    assert to_device(x, torch.device("cpu")) is x and to_device(None, torch.device("cpu")) is None
+
+
+@pytest.mark.gpu
+def test_to_device_on_cuda_copies_through_pinned_memory(monkeypatch):
+    from harness.device import to_device
+
+    pinned = []
+    real = torch.Tensor.pin_memory
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: pinned.append(1) or real(self, *a, **k))
+    x = torch.arange(1000)
+    y = to_device(x, torch.device("cuda"))
+    assert y.is_cuda and pinned == [1] and torch.equal(y.cpu(), x)
+    assert to_device(y, torch.device("cuda")) is y  # already there: no copy

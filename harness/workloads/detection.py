@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.device import to_device
 from harness.errors import DataNotFoundError, UserError
 from harness.measure.batch_flops import ShapeCounts
 from harness.workload import Evaluation, Workload, WorkloadConfig, data_root, register_workload
@@ -191,8 +192,8 @@ class DetectionData:
                 px = px[:, ::-1]
                 boxes = torch.stack([iw - boxes[:, 2], boxes[:, 1], iw - boxes[:, 0], boxes[:, 3]], dim=1)
             canvas[row, :ih, :iw] = torch.from_numpy(np.ascontiguousarray(px))
-            targets.append({"boxes": boxes.to(self.device), "labels": split.labels[i].to(self.device)})
-        images = canvas.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            targets.append({"boxes": to_device(boxes, self.device), "labels": to_device(split.labels[i], self.device)})
+        images = to_device(canvas, self.device).permute(0, 3, 1, 2).float().div_(255.0)
         images = ((images - self._mean_t.to(self.device)) / self._std_t.to(self.device)).contiguous()
         for row, (ih, iw) in enumerate(sizes):  # padding is the mean colour: 0 after normalisation
             if ih < h:

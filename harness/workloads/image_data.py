@@ -93,7 +93,12 @@ class TensorImages:
         augment: bool = False,
         channels_last: bool = False,
     ) -> None:
-        self.images, self.labels, self.device, self.augment = images, labels, device, augment
+        # On CUDA the whole uint8 set lives on the device (Fashion-MNIST 47 MB, CIFAR-10 150 MB): a batch
+        # is one gather kernel there, with no host indexing or host-to-device copy between the steps.
+        resident = device.type == "cuda"
+        self.images = images.to(device) if resident else images
+        self.labels = labels.to(device) if resident else labels
+        self.device, self.augment = device, augment
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -102,21 +107,22 @@ class TensorImages:
         return len(self.labels)
 
     def _prepare(self, idx: torch.Tensor, train: bool) -> Batch:
-        x = self.images[idx].to(self.device, non_blocking=True)
-        y = self.labels[idx].to(self.device, non_blocking=True)
+        idx = idx.to(self.images.device)
+        x = self.images[idx].to(self.device)
+        y = self.labels[idx].to(self.device)
         x = (x.float().div_(255.0) - self.mean) / self.std
         if train and self.augment:
             x = _random_crop_flip(x)
         return x.contiguous(memory_format=self.memory_format), y
 
     def train_batches(self, batch_size: int, rng: torch.Generator) -> Iterator[Batch]:
-        order = torch.randperm(len(self), generator=rng)
+        order = torch.randperm(len(self), generator=rng).to(self.images.device)  # the same order on any device
         for start in range(0, len(self) - batch_size + 1, batch_size):  # drop the ragged last batch
             yield self._prepare(order[start : start + batch_size], train=True)
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, len(self), batch_size):
-            yield self._prepare(torch.arange(start, min(start + batch_size, len(self))), train=False)
+            yield self._prepare(torch.arange(start, min(start + batch_size, len(self)), device=self.images.device), train=False)
 
 
 def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:

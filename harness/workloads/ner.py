@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
+from harness.device import to_device
 from harness.errors import DataNotFoundError, UserError
 from harness.measure.batch_flops import ShapeCounts
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, data_root, register_workload
@@ -348,7 +349,7 @@ class NerData:
         if rng is not None and self.unk_replace_prob > 0:
             drop = self.singleton[words] & (torch.rand(words.shape, generator=rng) < self.unk_replace_prob)
             words = words.masked_fill(drop, UNK_ID)
-        to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
+        to = lambda x: to_device(x, self.device)  # noqa: E731
         return NerBatch(to(words), to(chars), to(mask), to(tags), b, sum(lengths), list(index))
 
     def train_batches(self, batch_size: int, rng: torch.Generator) -> Iterator[NerBatch]:

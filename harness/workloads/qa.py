@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
+from harness.device import to_device
 from harness.errors import DataNotFoundError, UserError
 from harness.measure.batch_flops import ShapeCounts
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, data_root, register_workload
@@ -301,7 +302,7 @@ class QaData:
             for r, w in enumerate(rows):
                 start[r, w.starts] = True
                 end[r, w.ends] = True
-        to = lambda x: None if x is None else x.to(self.device, non_blocking=True)  # noqa: E731
+        to = lambda x: to_device(x, self.device)  # noqa: E731
         return QaBatch(to(ids), to(types), to(start), to(end), len(rows), sum(len(w.input_ids) for w in rows),
                        list(index))
 

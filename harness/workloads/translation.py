@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.device import to_device
 from harness.errors import DataNotFoundError, UserError
 from harness.workload import DataConfig, Evaluation, Workload, WorkloadConfig, data_root, register_workload
 from harness.workloads.text import (PAD, PAD_ID, UNK, UNK_ID, length_buckets, pad_2d, pad_to_multiple, sorted_batches,
@@ -450,7 +451,7 @@ class TranslationData:
         t_len = pad_to_multiple(max(map(len, targets)), self.pad_multiple)
         tgt_in = pad_2d([[BOS_ID] + y[:-1] for y in targets], t_len)
         tgt_out = pad_2d(targets, t_len)
-        to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
+        to = lambda x: to_device(x, self.device)  # noqa: E731
         return MtBatch(to(src), to(tgt_in), to(tgt_out), len(index),
                        sum(split.src_lengths[i] for i in index), sum(map(len, targets)))
 
