@@ -347,7 +347,9 @@ class TrainLoop:
         if self.dist.is_main:
             with self.meters.window("eval"):
                 self.model.eval()
-                with self.autocast:
+                # inference_mode: no autograd recording, no version counters or view tracking (the
+                # workloads' own no_grad stays for callers outside the loop)
+                with torch.inference_mode(), self.autocast:
                     evaluation = self.workload.evaluate(self.model, self.data)
                 self.model.train()
             name = self.workload.metric_name
