@@ -8,13 +8,12 @@ fail next, before any work. Bad data fail with one line naming file, row and key
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from analysis.config import register_configs
-from common.hydra_cli import conf_dir, exit_on_bad_overrides
+from common.hydra_cli import conf_dir, exit_on_bad_overrides, run_pipeline
 from analysis.errors import AnalysisError
 
 register_configs()
@@ -24,16 +23,7 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from analysis.pipeline import run  # heavy imports only once the config is known to be good
 
-    try:
-        out = run(cfg)
-    except AnalysisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        # Outputs are written last, each atomically: an interrupt leaves whole files only.
-        print("interrupted (Ctrl-C): outputs not written, or only some of them, each whole",
-              file=sys.stderr)
-        sys.exit(130)  # 128 + SIGINT, the shell's convention
+    out = run_pipeline(run, cfg, (AnalysisError,))
     if cfg.summary:
         print("\n".join(out.summary))
     print(f"wrote {len(out.files)} files to {cfg.out_dir} in {out.seconds:.1f} s "

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 #: The ``conf/`` folder beside this package: the checkout's, or the installed package data.
 CONF_ROOT = Path(__file__).resolve().parents[1] / "conf"
@@ -358,3 +358,17 @@ def exit_on_bad_overrides(config_name: str, args: Optional[list[str]] = None) ->
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_pipeline(run: Callable[[Any], Any], cfg: Any, user_errors: tuple[type[BaseException], ...]) -> Any:
+    """A command's pipeline run for its CLI: a user error prints one ``error:`` line and exits 2;
+    Ctrl-C says what it leaves (outputs are written last, each atomically: whole files only) and
+    exits 130 (128 + SIGINT, the shell's convention)."""
+    try:
+        return run(cfg)
+    except user_errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): outputs not written, or only some of them, each whole", file=sys.stderr)
+        sys.exit(130)

@@ -376,3 +376,26 @@ def test_kernels_out_dir_expands_a_quoted_tilde():
     from kernels.config import KernelsConfig, validate
 
     assert validate(KernelsConfig(out_dir="~/hw"), "cpu").out_dir == str(Path.home() / "hw")
+
+
+def test_run_pipeline_maps_user_errors_and_ctrl_c_to_exit_codes(capsys):
+    """analysis and audit share their CLI's error handling: one line and 2, or 130 on Ctrl-C."""
+    from common.hydra_cli import run_pipeline
+
+    class Bad(Exception):
+        pass
+
+    def fails(exc):
+        def run(cfg):
+            raise exc
+        return run
+
+    assert run_pipeline(lambda cfg: cfg + 1, 1, (Bad,)) == 2
+    with pytest.raises(SystemExit) as e:
+        run_pipeline(fails(Bad("no such file")), None, (Bad,))
+    assert e.value.code == 2 and capsys.readouterr().err == "error: no such file\n"
+    with pytest.raises(SystemExit) as e:
+        run_pipeline(fails(KeyboardInterrupt()), None, (Bad,))
+    assert e.value.code == 130 and "interrupted (Ctrl-C)" in capsys.readouterr().err
+    with pytest.raises(ValueError):  # anything else is a bug: its traceback stays
+        run_pipeline(fails(ValueError("bug")), None, (Bad,))

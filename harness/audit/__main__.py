@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from common.hydra_cli import conf_dir, exit_on_bad_overrides
+from common.hydra_cli import conf_dir, exit_on_bad_overrides, run_pipeline
 from harness.audit.config import register_configs
 from harness.errors import UserError
 
@@ -18,14 +17,7 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from harness.audit.pipeline import run
 
-    try:
-        out = run(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): outputs not written, or only some of them, each whole", file=sys.stderr)
-        sys.exit(130)
+    out = run_pipeline(run, cfg, (UserError,))
     print("\n".join(out.summary))
     print(f"audited {len(out.rows)} claim(s), skipped {len(out.skipped)}, in {out.seconds:.1f} s; wrote "
           f"{len(out.files)} files to {cfg.out_dir} (report: {cfg.out_dir}/report.html)")
