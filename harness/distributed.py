@@ -32,6 +32,7 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -172,6 +173,63 @@ def init(dist: Dist, device: torch.device) -> None:
                                          **({"device_id": device} if device.type == "cuda" else {}))
     log.info("rank %d of %d (local %d of %d) joined the %s process group on %s", dist.rank, dist.world_size,
              dist.local_rank, dist.local_world_size, backend, device)
+
+
+#: What a rank other than 0 leaves when its run fails: rank 0 writes the result, and without this it
+#: sees only the symptom (gloo: "Connection closed by peer"; a collective that never returns).
+RANK_FAILURE_NAME = "failure.json"
+#: How long rank 0 waits for another rank's failure file once its own run has failed (a shared file
+#: system may show a file late; the other rank writes it before its process exits).
+RANK_FAILURE_WAIT_S = 5.0
+
+
+def rank_failure_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / "ranks" / str(rank) / RANK_FAILURE_NAME
+
+
+def clear_rank_failures(run_dir: Path) -> None:
+    """Rank 0, before the ranks meet: failure files of an earlier segment of this run folder go."""
+    for path in run_dir.glob(f"ranks/*/{RANK_FAILURE_NAME}"):
+        path.unlink(missing_ok=True)
+
+
+def write_rank_failure(run_dir: Path, rank: int, status: str, reason: Optional[str]) -> None:
+    from common.atomic import write_json_atomic
+
+    path = rank_failure_path(run_dir, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"rank": rank, "status": status, "failure_reason": reason,
+                             "at": dt.datetime.now(dt.timezone.utc).isoformat()})
+
+
+def read_rank_failures(run_dir: Path, world_size: int, wait_s: float = RANK_FAILURE_WAIT_S) -> list[dict[str, Any]]:
+    """The other ranks' failure files, earliest first; waits up to ``wait_s`` for the first to show."""
+    import json
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for rank in range(1, world_size):
+            path = rank_failure_path(run_dir, rank)
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        if found or time.monotonic() >= deadline:
+            return sorted(found, key=lambda f: (f.get("at") or "", f.get("rank", 0)))
+        time.sleep(0.2)
+
+
+def blame(status: str, reason: Optional[str], others: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Rank 0's failed outcome with the other ranks' own: the reason leads with the first rank that
+    failed, and a run whose rank 0 only saw the group break takes that rank's status (``oom``)."""
+    if not others:
+        return {}
+    first = others[0]
+    told = "; ".join(f"rank {o['rank']} {o['status']}: {o['failure_reason']}" for o in others)
+    return {"status": first["status"] if status == "failed" and first["status"] == "oom" else status,
+            "failure_reason": f"{told} (rank 0 {status}: {reason})"}
 
 
 def shutdown() -> None:

@@ -238,6 +238,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
     dist = distributed.from_env()
     device = resolve_device(distributed.device_for(dist, cfg.device))
     distributed.init(dist, device)
+    if dist.is_main and dist.enabled:
+        distributed.clear_rank_failures(run_dir)
     run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's folder is the run's
     autocast = set_precision(cfg.trainer.precision, device)
     workload = build_workload(cfg.workload.name, cfg, device)
@@ -330,9 +332,14 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]] = None) -
             result.update(startup_time_s=loop.first_step_at - startup_from,
                           startup_method=startup_method + " (timing warm-up included)",
                           startup_phases_s=phases.until(loop.first_step_at, "warmup"))
-    if not dist.is_main:  # rank 0 writes the run's result
+    if not dist.is_main:  # rank 0 writes the run's result; a failure here is told to it by a file
+        if result["status"] in ("failed", "oom"):
+            distributed.write_rank_failure(run_dir, dist.rank, result["status"], result["failure_reason"])
         distributed.shutdown()
         return result
+    if dist.enabled and result["status"] in ("failed", "oom", "interrupted"):
+        result.update(distributed.blame(result["status"], result["failure_reason"],
+                                        distributed.read_rank_failures(run_dir, dist.world_size)))
     if result["status"] == "ok":
         log.info("status ok: %s=%s", result["metric_name"], result["metric_value"])
     else:  # the log says how every run ended, not only the summary on stdout

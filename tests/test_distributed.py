@@ -150,3 +150,50 @@ def test_flop_tallies_of_the_ranks_merge_and_a_resumed_rank_starts_from_zero():
 
 def test_agree_is_true_when_any_flag_is():
     assert distributed.SINGLE.agree(torch.device("cpu"), torch.tensor(True), False, 0) == (True, False, False)
+
+
+CRASH_ON_RANK_1 = '''
+import os, runpy
+from harness import train_loop
+real = train_loop.TrainLoop._step
+def step(self, batch, schedule=True):
+    if os.environ["RANK"] == "1" and self.state.steps == 2:
+        raise {exc}("planted on rank 1")
+    return real(self, batch, schedule)
+train_loop.TrainLoop._step = step
+runpy.run_module("harness", run_name="__main__", alter_sys=True)
+'''
+
+
+@pytest.mark.parametrize("exc, status", [("RuntimeError", "failed"), ("MemoryError", "oom")])
+def test_a_failure_on_another_rank_is_in_the_result(tmp_path, fashion_mnist_root, exc, status):
+    """Rank 1 fails mid-training: rank 0 sees only the broken group ("Connection closed by peer"), so
+    rank 1 leaves its own outcome in ranks/1/failure.json and rank 0's result leads with it."""
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_ON_RANK_1.format(exc=exc))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TMPDIR=str(tmp_path))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           *BASE, f"hydra.run.dir={tmp_path / 'run'}", f"data.root={fashion_mnist_root}",
+           f"measure.hardware_profiles_dir={tmp_path / 'hardware'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == status, result["failure_reason"]
+    assert result["failure_reason"].startswith(f"rank 1 {status}: ") and "planted on rank 1" in result["failure_reason"]
+    assert "(rank 0 failed: " in result["failure_reason"]  # what rank 0 saw itself stays
+
+
+def test_rank_failures_are_read_in_order_and_cleared(tmp_path):
+    assert distributed.read_rank_failures(tmp_path, 3, wait_s=0) == []
+    distributed.write_rank_failure(tmp_path, 2, "failed", "second")
+    distributed.write_rank_failure(tmp_path, 1, "oom", "later")
+    found = distributed.read_rank_failures(tmp_path, 3, wait_s=0)
+    assert [f["rank"] for f in found] == [2, 1]  # the earliest first
+    blamed = distributed.blame("failed", "peer closed", found)
+    assert blamed["status"] == "failed"  # the first to fail decides, and it failed
+    assert blamed["failure_reason"] == "rank 2 failed: second; rank 1 oom: later (rank 0 failed: peer closed)"
+    assert distributed.blame("interrupted", "SIGTERM", [found[1]])["status"] == "interrupted"
+    assert distributed.blame("failed", "x", []) == {}
+    distributed.clear_rank_failures(tmp_path)
+    assert distributed.read_rank_failures(tmp_path, 3, wait_s=0) == []
