@@ -91,8 +91,14 @@ GROUP_KEY: tuple[str, ...] = ("benchmark", "dataset", "eval_set", "hardware")
 # result.json config keys that do not change what is trained or evaluated (the lead's contract
 # for issue 7): runs that differ only in these are replicates of one configuration. A key listed
 # here also covers everything below it (``measure`` covers ``measure.codecarbon``).
+# The speed settings of issue 16 are here too: compiling the training step, building batches ahead
+# on a thread, folding BatchNorm for evaluation and periodic checkpoints change how fast the same
+# steps run (and, for compile and folding, float rounding, as another device does), not which model
+# is trained on which batches: a compiled run is a replicate of its eager one, not a new point.
 NON_IDENTITY_CONFIG_KEYS: tuple[str, ...] = (
     "seed", "run_name", "measure", "device", "data.root", "data.download", "trainer.progress",
+    "trainer.compile", "trainer.compile_backend", "trainer.compile_mode", "trainer.prefetch_batches",
+    "trainer.checkpoint_every_s", "workload.fold_batchnorm",
 )
 
 # --- Energy methods (DESIGN.md result schema, energy_*_method) ---------------------------------

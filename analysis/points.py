@@ -9,7 +9,7 @@
   ``results/reference/nvidia-h200/`` and a CPU grid under ``results/reference/<cpu>/`` are
   separate fits wherever they sit under ``results.root``. The folder layout plays no part.
 - **Replicates.** Runs of one configuration (same ``config_id``: same config apart from seed, run
-  name, output paths and measurement settings) become one point: the mean error and the mean
+  name, output paths, measurement settings and speed settings such as ``trainer.compile``) become one point: the mean error and the mean
   compute, with their standard deviations (ddof=1; null for a single run) and the run count. A
   fit's ``n`` counts these points, not runs.
 - **Contention.** Hardware burden is devices x peak x *time* (Thompson et al. sec. 2), so a run

@@ -228,6 +228,16 @@ def test_identity_ignores_seed_device_paths_and_measurement_settings(tmp_path):
     cfg["trainer"]["epochs"] = 2.0
     f = write_run(tmp_path, "f", scale=1, config=cfg)
     assert read_result(f / "result.json")["config_id"] != ra["config_id"]
+    # speed settings (issue 16) do not: a compiled, prefetched run is a replicate of the plain one
+    fast = json.loads((a / "result.json").read_text())["config"]
+    fast["trainer"].update(compile=True, compile_backend="inductor", compile_mode="reduce-overhead",
+                           prefetch_batches=2, checkpoint_every_s=600.0)
+    fast["workload"] = {"name": "image_classification", "fold_batchnorm": False}
+    plain = json.loads((a / "result.json").read_text())["config"]
+    plain["workload"] = {"name": "image_classification", "fold_batchnorm": True}
+    g = write_run(tmp_path, "g", scale=1, config=fast)
+    h = write_run(tmp_path, "h", scale=1, config=plain)
+    assert read_result(g / "result.json")["config_id"] == read_result(h / "result.json")["config_id"]
 
 
 def test_merge_replicates_by_hand():
