@@ -70,11 +70,28 @@ def _pow10_label(v: float, _pos=None) -> str:
     return "10" + str(int(round(e))).translate(_SUPERSCRIPT)
 
 
+def _minor_label(v: float, decades: float) -> str:
+    """'2×10¹²' for a minor tick when the axis spans under a decade (it may hold no power of ten,
+    so no labelled major tick); mantissas 2, 3 and 5 only above 0.4 decades, so labels do not crowd."""
+    if v <= 0 or decades >= 1:
+        return ""
+    e = math.floor(math.log10(v) + 1e-9)
+    m = round(v / 10 ** e, 6)
+    if m == 1 or (decades > 0.4 and m not in (2, 3, 5)):
+        return ""
+    return f"{m:g}×10" + str(e).translate(_SUPERSCRIPT)
+
+
 def _log_x(ax) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
     ax.xaxis.set_major_formatter(FuncFormatter(_pow10_label))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+
+    def minor(v: float, _pos=None) -> str:  # the span is read when the figure is drawn
+        lo, hi = ax.get_xlim()
+        return _minor_label(v, math.log10(hi / lo) if lo > 0 and hi > lo else math.inf)
+
+    ax.xaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _error_axis(ax, lo: float, hi: float) -> None:

@@ -66,3 +66,28 @@ def test_no_folder_means_no_cache(tmp_path):
     cache.render(draw, "a", pd.DataFrame({"x": [1.0]}), 1.0)
     cache.render(draw, "a", pd.DataFrame({"x": [1.0]}), 1.0)
     assert len(CALLS) == 2
+
+
+def test_an_axis_under_a_decade_labels_its_minor_ticks():
+    """A compute axis from 2.5e12 to 5.2e12 holds no power of ten: without minor labels it had none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.figures import _log_x, _minor_label
+
+    assert _minor_label(3e12, 0.3) == "3×10¹²" and _minor_label(7e12, 0.3) == "7×10¹²"
+    assert _minor_label(5e13, 0.7) == "5×10¹³" and _minor_label(7e13, 0.7) == ""  # 2, 3, 5 only above 0.4
+    assert _minor_label(3e12, 1.5) == "" and _minor_label(1e12, 0.3) == ""  # wide axes: majors say it
+    fig, ax = plt.subplots()
+    try:
+        ax.plot([2.5e12, 5.2e12], [0.2, 0.1])
+        _log_x(ax)
+        fig.canvas.draw()
+        lo, hi = ax.get_xlim()
+        shown = [(loc, t.get_text()) for loc, t in zip(ax.xaxis.get_minorticklocs(), ax.xaxis.get_ticklabels(minor=True))
+                 if lo <= loc <= hi]
+        assert [text for _, text in shown] == ["3×10¹²", "4×10¹²", "5×10¹²"]
+    finally:
+        plt.close(fig)
