@@ -27,3 +27,16 @@ def test_startup_phases_say_where_the_startup_went(tmp_path, compose_harness):
     assert all(s >= 0 for s in phases.values())
     assert sum(phases.values()) == pytest.approx(r["startup_time_s"], abs=1e-6)
     assert "start-up  setup " in format_summary(r, str(tmp_path / "c"))
+
+
+def test_the_summary_says_what_each_mfu_is_measured_against():
+    from harness.summary import _achieved
+
+    cpu = {"achieved_flops_per_s": 1.62e11, "mfu_theoretical": 0.974, "mfu_measured": None, "device_type": "cpu",
+           "peak_source": "derived: 2 cores x 2.60 GHz x 32 FP32 FLOP/cycle",
+           "measured_peak_note": "no hardware profile for 'AMD EPYC' with 2 threads in results/hardware"}
+    text = _achieved(cpu)
+    assert "MFU theoretical 97.4% (of a nominal-clock peak that boost clocks pass)" in text
+    assert text.endswith("measured n/a (no hardware profile: run python -m kernels)")
+    gpu = dict(cpu, device_type="cuda", peak_source="NVIDIA H100 datasheet", mfu_theoretical=0.039, mfu_measured=0.05)
+    assert _achieved(gpu).endswith("MFU theoretical 3.9%, measured 5.0%")
