@@ -44,8 +44,6 @@ def device_info(device: torch.device) -> dict[str, Any]:
     }
 
 
-
-
 def to_device(x: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
     """A host tensor moved to ``device`` for a batch. On CUDA it goes through page-locked (pinned)
     memory with a non-blocking copy, so the copy is a DMA on the stream and the host thread goes on
