@@ -29,8 +29,10 @@ of the harness does with several ranks:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -204,9 +206,6 @@ def write_rank_failure(run_dir: Path, rank: int, status: str, reason: Optional[s
 
 def read_rank_failures(run_dir: Path, world_size: int, wait_s: float = RANK_FAILURE_WAIT_S) -> list[dict[str, Any]]:
     """The other ranks' failure files, earliest first; waits up to ``wait_s`` for the first to show."""
-    import json
-    import time
-
     deadline = time.monotonic() + wait_s
     while True:
         found = []

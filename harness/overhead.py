@@ -91,9 +91,9 @@ class Bench:
         """What the bare loop's steps call: the model, or with ``trainer.compile`` one
         ``torch.compile`` of it (same backend and mode as the harness; the same parameters), made once."""
         if self._bare_model is None:
-            t = self.cfg.trainer
-            self._bare_model = (torch.compile(self.model, backend=t.compile_backend, mode=t.compile_mode)
-                                if t.get("compile") else self.model)
+            from harness.train_loop import step_model_for
+
+            self._bare_model = step_model_for(self.model, self.cfg.trainer)
         return self._bare_model
 
     def reset(self) -> None:

@@ -93,8 +93,8 @@ def _achieved(r: dict[str, Any]) -> str:
         text += " (of a nominal-clock peak that boost clocks pass)"
     if r.get("mfu_measured") is not None:
         return text + f", measured {_num(r.get('mfu_measured'), '.1%')}"
-    if "no hardware profile" in str(r.get("measured_peak_note") or ""):
-        return text + ", measured n/a (no hardware profile: run python -m kernels)"
+    if r.get("measured_peak_note"):  # no profile, a stale one, or one not measured quiet
+        return text + ", measured n/a (no usable hardware profile: run python -m kernels)"
     return text + ", measured n/a"
 
 

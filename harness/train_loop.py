@@ -110,6 +110,15 @@ class Prefetcher:
                 self._thread.join(timeout=0.1)
 
 
+def step_model_for(model: nn.Module, t: Any) -> nn.Module:
+    """What training steps call: ``model``, or with ``trainer.compile`` ``torch.compile`` of it with
+    ``trainer.compile_backend`` and ``compile_mode`` (the same parameters; FLOPs are counted on the
+    eager model)."""
+    if not t.get("compile"):
+        return model
+    return torch.compile(model, backend=t.compile_backend, mode=t.compile_mode)
+
+
 def prefetch_depth(setting: Optional[int], device: torch.device) -> int:
     """``trainer.prefetch_batches`` (checked >= 0 by the runner's ``validate``); null: 2 on CUDA, 0 elsewhere."""
     if setting is None:
@@ -204,9 +213,8 @@ class TrainLoop:
         self.state = TrainState()
         self.dist = dist
         #: what the training steps call: the model, or torch.compile of it (same parameters)
-        self.step_model: nn.Module = model
-        if self.t.get("compile"):
-            self.step_model = torch.compile(model, backend=self.t.compile_backend, mode=self.t.compile_mode)
+        self.step_model: nn.Module = step_model_for(model, self.t)
+        if self.step_model is not model:
             log.info("trainer.compile: training steps run torch.compile(backend=%s, mode=%s); evaluation and FLOP "
                      "counting use the eager model", self.t.compile_backend, self.t.compile_mode)
         self.ddp: Optional[nn.Module] = None

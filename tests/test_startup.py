@@ -37,6 +37,6 @@ def test_the_summary_says_what_each_mfu_is_measured_against():
            "measured_peak_note": "no hardware profile for 'AMD EPYC' with 2 threads in results/hardware"}
     text = _achieved(cpu)
     assert "MFU theoretical 97.4% (of a nominal-clock peak that boost clocks pass)" in text
-    assert text.endswith("measured n/a (no hardware profile: run python -m kernels)")
+    assert text.endswith("measured n/a (no usable hardware profile: run python -m kernels)")
     gpu = dict(cpu, device_type="cuda", peak_source="NVIDIA H100 datasheet", mfu_theoretical=0.039, mfu_measured=0.05)
     assert _achieved(gpu).endswith("MFU theoretical 3.9%, measured 5.0%")

@@ -145,8 +145,8 @@ class DetectionData:
         self.train_buckets = shape_buckets(self.train, self.pad_multiple)
         self.val_buckets = shape_buckets(self.val, self.pad_multiple)
         self.mean, self.std = self._channel_stats()
-        self._mean_t = torch.tensor(self.mean).view(1, 3, 1, 1)
-        self._std_t = torch.tensor(self.std).view(1, 3, 1, 1)
+        self._mean_t = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        self._std_t = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         details.update(
             train={"annotations": str(paths["train"]), "images": len(self.train),
                    "objects": sum(len(b) for b in self.train.boxes), "crowd_skipped": self.train.skipped_crowd,
@@ -194,7 +194,7 @@ class DetectionData:
             canvas[row, :ih, :iw] = torch.from_numpy(np.ascontiguousarray(px))
             targets.append({"boxes": to_device(boxes, self.device), "labels": to_device(split.labels[i], self.device)})
         images = to_device(canvas, self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        images = ((images - self._mean_t.to(self.device)) / self._std_t.to(self.device)).contiguous()
+        images = ((images - self._mean_t) / self._std_t).contiguous()
         for row, (ih, iw) in enumerate(sizes):  # padding is the mean colour: 0 after normalisation
             if ih < h:
                 images[row, :, ih:, :] = 0.0

@@ -107,9 +107,7 @@ class TensorImages:
         return len(self.labels)
 
     def _prepare(self, idx: torch.Tensor, train: bool) -> Batch:
-        idx = idx.to(self.images.device)
-        x = self.images[idx].to(self.device)
-        y = self.labels[idx].to(self.device)
+        x, y = self.images[idx], self.labels[idx]  # on self.device already (see __init__)
         x = (x.float().div_(255.0) - self.mean) / self.std
         if train and self.augment:
             x = _random_crop_flip(x)
