@@ -262,6 +262,15 @@ def benchmark_figure(bench: str, lit: pd.DataFrame, own: list, proxies: list, fi
     return _render(fig, bench, f"{spec.title}: error vs compute", formats, dpi)
 
 
+def _measured_error_label(g, spec) -> str:
+    """The error the measured runs report (their result.json ``metric_name``), which need not be the
+    literature's: the QA workload's error is 1 - F1 while the SQuAD literature fits 1 - exact match."""
+    names = sorted(set(g.runs["metric_name"].dropna())) if "metric_name" in g.runs else []
+    if len(names) != 1:
+        return spec.metric_label
+    return f"Error (1 - {names[0].replace('_', ' ')})"
+
+
 def measured_group_figure(g, fits: list[Fit], ci_level: float, formats: list[str],
                           dpi: int) -> Figure | None:
     """One measured group (:class:`analysis.points.MeasuredGroup`) on its own axes: final points
@@ -299,7 +308,7 @@ def measured_group_figure(g, fits: list[Fit], ci_level: float, formats: list[str
                 handles.append(_draw_fit(ax, f, "#1b9e77", "OLS, frontier", ci_level, ls="--"))
         _log_x(ax)
         ax.set_xlabel(COMPUTE_LABELS[measure])
-        ax.set_ylabel(f"{spec.metric_label} on {g.dataset} (log scale)")
+        ax.set_ylabel(f"{_measured_error_label(g, spec)} on {g.dataset} (log scale)")
         ax.set_title(COMPUTE_SHORT[measure].capitalize())
         if errs:
             _error_axis(ax, float(min(errs)), float(max(errs)))

@@ -91,3 +91,19 @@ def test_an_axis_under_a_decade_labels_its_minor_ticks():
         assert [text for _, text in shown] == ["3×10¹²", "4×10¹²", "5×10¹²"]
     finally:
         plt.close(fig)
+
+
+def test_a_measured_figure_names_the_error_its_runs_report():
+    """The measured QA runs report 1 - F1; the SQuAD literature's label is 1 - exact match."""
+    import pandas as pd
+
+    from analysis.constants import BENCHMARK_SPECS
+    from analysis.figures import _measured_error_label
+
+    class G:
+        runs = pd.DataFrame({"metric_name": ["f1", "f1"]})
+
+    assert BENCHMARK_SPECS["squad1.1"].metric_label == "Error (1 - exact match)"
+    assert _measured_error_label(G(), BENCHMARK_SPECS["squad1.1"]) == "Error (1 - f1)"
+    G.runs = pd.DataFrame({"metric_name": ["top1_accuracy", "box_ap"]})  # mixed: the benchmark's label
+    assert _measured_error_label(G(), BENCHMARK_SPECS["squad1.1"]) == "Error (1 - exact match)"
